@@ -1,0 +1,339 @@
+/**
+ * The local durable log of one database: segment files of consecutive transaction
+ * records, each entry preceded by the WAL position it ends at (used at start-up to
+ * tell which WAL frames are already logged). Appends go to the newest segment;
+ * `sync()` makes everything appended so far durable.
+ *
+ * At open the newest segment is scanned and a torn tail (a short or failing entry
+ * at its end, left by a crash mid-append) is cut off; it was never acknowledged.
+ * Damage anywhere else is LOG_CORRUPT: a crash cannot have caused it.
+ */
+import * as path from 'node:path';
+import { crc32 } from 'node:zlib';
+import { GeodrError } from '../errors.js';
+import type { Checksum } from './checksum.js';
+import type { EngineFs } from './fs.js';
+import { RECORD_HEADER_SIZE, dbIdBytes, decodeHeader, decodeRecord, type TxRecord } from './record.js';
+import type { WalPosition } from './wal.js';
+
+const SEGMENT_MAGIC = 0x4744524c; // "GDRL"
+const SEGMENT_VERSION = 1;
+export const SEGMENT_HEADER_SIZE = 40;
+/** WAL position (5 × u32) + its CRC. */
+export const ENTRY_PREFIX_SIZE = 24;
+
+export interface LoggedTx {
+  txid: number;
+  timestamp: number;
+  post: Checksum;
+  epoch: number;
+  wal: WalPosition | undefined;
+}
+
+interface Segment {
+  file: string;
+  /** TXID of its first record. */
+  first: number;
+  /** TXID of its last record (first - 1 when empty). */
+  last: number;
+  /** Byte offset of each record's entry, index = txid - first. */
+  offsets: number[];
+  timestamps: number[];
+  size: number;
+}
+
+export interface TxLogOptions {
+  /** Start a new segment once the current one reaches this size. */
+  segmentBytes?: number;
+}
+
+function segmentName(first: number): string {
+  return `${first.toString(16).padStart(16, '0')}.seg`;
+}
+
+function encodeWalPos(w: WalPosition | undefined): Buffer {
+  const b = Buffer.alloc(ENTRY_PREFIX_SIZE);
+  if (w !== undefined) {
+    b.writeUInt32BE(w.salt1, 0);
+    b.writeUInt32BE(w.salt2, 4);
+    b.writeUInt32BE(w.frame, 8);
+    b.writeUInt32BE(w.cksum1, 12);
+    b.writeUInt32BE(w.cksum2, 16);
+  }
+  b.writeUInt32BE(crc32(b.subarray(0, 20)), 20);
+  return b;
+}
+
+function decodeWalPos(b: Uint8Array): WalPosition | undefined | 'bad' {
+  const buf = Buffer.from(b.buffer, b.byteOffset, ENTRY_PREFIX_SIZE);
+  if (buf.readUInt32BE(20) !== crc32(buf.subarray(0, 20))) return 'bad';
+  const frame = buf.readUInt32BE(8);
+  if (frame === 0) return undefined;
+  return { salt1: buf.readUInt32BE(0), salt2: buf.readUInt32BE(4), frame, cksum1: buf.readUInt32BE(12), cksum2: buf.readUInt32BE(16) };
+}
+
+export class TxLog {
+  private segments: Segment[] = [];
+  private fd: number | undefined;
+  private unsynced = false;
+  private lastTx: LoggedTx | undefined;
+  private readonly segmentBytes: number;
+  /** Bytes cut from a torn tail at open (0 when the log was clean). */
+  tornBytesCut = 0;
+
+  private constructor(
+    private readonly efs: EngineFs,
+    readonly dir: string,
+    readonly dbId: string,
+    opts: TxLogOptions,
+  ) {
+    this.segmentBytes = opts.segmentBytes ?? 16 << 20;
+  }
+
+  /** Opens (creating if needed) the log in `dir`, cutting a torn tail. */
+  static open(efs: EngineFs, dir: string, dbId: string, opts: TxLogOptions = {}): TxLog {
+    const log = new TxLog(efs, dir, dbId, opts);
+    efs.mkdir(dir, 'log.mkdir');
+    const names = efs.readdir(dir).filter((n) => n.endsWith('.seg')).sort();
+    names.forEach((name, i) => log.loadSegment(path.join(dir, name), i === names.length - 1));
+    return log;
+  }
+
+  /** TXID of the oldest record kept, or undefined when the log is empty. */
+  get firstTxid(): number | undefined {
+    const s = this.segments.find((x) => x.last >= x.first);
+    return s?.first;
+  }
+
+  get lastTxid(): number | undefined {
+    return this.lastTx?.txid;
+  }
+
+  /** Facts about the newest record (from memory). */
+  get last(): LoggedTx | undefined {
+    return this.lastTx;
+  }
+
+  private loadSegment(file: string, isLast: boolean): void {
+    const efs = this.efs;
+    const fd = efs.open(file, isLast ? 'r+' : 'r', 'log.open');
+    let open = true;
+    try {
+      const size = efs.size(fd);
+      const buf = Buffer.allocUnsafe(size);
+      efs.read(fd, buf, 0, size, 0, 'log.scan');
+      const object = path.basename(file);
+      if (size < SEGMENT_HEADER_SIZE || buf.readUInt32BE(0) !== SEGMENT_MAGIC || buf.readUInt32BE(36) !== crc32(buf.subarray(0, 36))) {
+        if (isLast && size <= SEGMENT_HEADER_SIZE) {
+          // A crash while creating the segment: it never held a record.
+          efs.close(fd, 'log.close');
+          open = false;
+          efs.unlink(file, 'log.cut');
+          return;
+        }
+        throw new GeodrError('LOG_CORRUPT', 'bad segment header', { object, database: this.dbId });
+      }
+      if (buf.readUInt16BE(4) !== SEGMENT_VERSION) throw new GeodrError('FORMAT_UNSUPPORTED', `segment version ${buf.readUInt16BE(4)}`, { object });
+      const segDb = buf.subarray(8, 24).toString('hex');
+      if (segDb !== this.dbId) throw new GeodrError('RECORD_FOREIGN', `segment belongs to database ${segDb}`, { object, database: this.dbId });
+      const first = buf.readUInt32BE(24) * 0x100000000 + buf.readUInt32BE(28);
+      const seg: Segment = { file, first, last: first - 1, offsets: [], timestamps: [], size: SEGMENT_HEADER_SIZE };
+      const prevLast = this.lastTx?.txid;
+      if (prevLast !== undefined && first !== prevLast + 1) {
+        throw new GeodrError('LOG_GAP', `segment starts at TXID ${first} but the previous one ends at ${prevLast}`, { object, database: this.dbId, txid: first });
+      }
+      let off = SEGMENT_HEADER_SIZE;
+      let expectTxid = first;
+      while (off < size) {
+        let bad: string | undefined;
+        let rec: TxRecord | undefined;
+        let wal: WalPosition | undefined;
+        let len = 0;
+        if (size - off < ENTRY_PREFIX_SIZE + RECORD_HEADER_SIZE) bad = 'short entry';
+        else {
+          const w = decodeWalPos(buf.subarray(off, off + ENTRY_PREFIX_SIZE));
+          if (w === 'bad') bad = 'bad entry prefix';
+          else {
+            wal = w;
+            try {
+              const h = decodeHeader(buf.subarray(off + ENTRY_PREFIX_SIZE), { object, dbId: this.dbId });
+              len = h.totalLength;
+              if (off + ENTRY_PREFIX_SIZE + len > size) bad = 'short record';
+              else if (h.txid !== expectTxid || h.baseTxid !== expectTxid - 1) bad = `TXID ${h.txid} where ${expectTxid} was expected`;
+              else if (isLast) rec = decodeRecord(buf.subarray(off + ENTRY_PREFIX_SIZE, off + ENTRY_PREFIX_SIZE + len), { object, dbId: this.dbId });
+              else rec = { ...h, timestamps: [], pages: [] };
+            } catch (e) {
+              if (e instanceof GeodrError && e.code === 'RECORD_FOREIGN') throw e;
+              bad = e instanceof Error ? e.message : String(e);
+            }
+          }
+        }
+        if (bad !== undefined || rec === undefined) {
+          if (!isLast) throw new GeodrError('LOG_CORRUPT', `damaged entry before the tail: ${bad ?? 'unreadable'}`, { object, database: this.dbId, txid: expectTxid });
+          // A torn tail from a crash mid-append: never acknowledged, so cut it.
+          this.tornBytesCut = size - off;
+          efs.truncate(fd, off, 'log.cut');
+          efs.sync(fd, 'log.cut');
+          break;
+        }
+        seg.offsets.push(off);
+        seg.timestamps.push(rec.timestamp);
+        seg.last = rec.txid;
+        this.lastTx = { txid: rec.txid, timestamp: rec.timestamp, post: rec.post, epoch: rec.epoch, wal };
+        expectTxid++;
+        off += ENTRY_PREFIX_SIZE + len;
+      }
+      seg.size = off;
+      this.segments.push(seg);
+    } finally {
+      if (open) efs.close(fd, 'log.close');
+    }
+  }
+
+  private newSegment(first: number): void {
+    if (this.fd !== undefined) this.efs.close(this.fd, 'log.rotate');
+    const file = path.join(this.dir, segmentName(first));
+    const h = Buffer.alloc(SEGMENT_HEADER_SIZE);
+    h.writeUInt32BE(SEGMENT_MAGIC, 0);
+    h.writeUInt16BE(SEGMENT_VERSION, 4);
+    dbIdBytes(this.dbId).copy(h, 8);
+    h.writeUInt32BE(Math.floor(first / 0x100000000), 24);
+    h.writeUInt32BE(first >>> 0, 28);
+    h.writeUInt32BE(crc32(h.subarray(0, 36)), 36);
+    const fd = this.efs.open(file, 'w+', 'log.create');
+    this.efs.write(fd, h, 0, 'log.create');
+    this.efs.sync(fd, 'log.create');
+    this.efs.syncDir(this.dir, 'log.create');
+    this.fd = fd;
+    this.segments.push({ file, first, last: first - 1, offsets: [], timestamps: [], size: SEGMENT_HEADER_SIZE });
+  }
+
+  private currentFd(nextTxid: number): number {
+    const seg = this.segments[this.segments.length - 1];
+    if (seg === undefined || seg.size >= this.segmentBytes) {
+      this.newSegment(nextTxid);
+      return this.fd!;
+    }
+    if (this.fd === undefined) this.fd = this.efs.open(seg.file, 'r+', 'log.open');
+    return this.fd;
+  }
+
+  /**
+   * Appends one encoded record (not yet durable; call sync()). `rec` gives the
+   * facts kept in memory; `encoded` must be its encoding.
+   */
+  append(rec: Pick<TxRecord, 'txid' | 'baseTxid' | 'timestamp' | 'post' | 'epoch'>, encoded: Uint8Array, wal: WalPosition | undefined): void {
+    const expect = this.lastTx === undefined ? undefined : this.lastTx.txid + 1;
+    if ((expect !== undefined && rec.txid !== expect) || rec.baseTxid !== rec.txid - 1) {
+      throw new GeodrError('RECORD_OUT_OF_ORDER', `append of TXID ${rec.txid} after ${this.lastTx?.txid ?? 'nothing'}`, { database: this.dbId, txid: rec.txid });
+    }
+    const fd = this.currentFd(rec.txid);
+    const seg = this.segments[this.segments.length - 1]!;
+    const entry = Buffer.allocUnsafe(ENTRY_PREFIX_SIZE + encoded.length);
+    encodeWalPos(wal).copy(entry, 0);
+    entry.set(encoded, ENTRY_PREFIX_SIZE);
+    this.efs.write(fd, entry, seg.size, 'log.append');
+    seg.offsets.push(seg.size);
+    seg.timestamps.push(rec.timestamp);
+    seg.size += entry.length;
+    seg.last = rec.txid;
+    this.lastTx = { txid: rec.txid, timestamp: rec.timestamp, post: rec.post, epoch: rec.epoch, wal };
+    this.unsynced = true;
+  }
+
+  /** Makes every appended record durable. */
+  sync(): void {
+    if (!this.unsynced || this.fd === undefined) return;
+    this.efs.sync(this.fd, 'log.sync');
+    this.unsynced = false;
+  }
+
+  get hasUnsynced(): boolean {
+    return this.unsynced;
+  }
+
+  private locate(txid: number): { seg: Segment; idx: number } | undefined {
+    let lo = 0;
+    let hi = this.segments.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const s = this.segments[mid]!;
+      if (txid < s.first) hi = mid - 1;
+      else if (txid > s.last) lo = mid + 1;
+      else return { seg: s, idx: txid - s.first };
+    }
+    return undefined;
+  }
+
+  /** Reads and verifies records with from ≤ TXID ≤ to. Throws LOG_GAP if any is missing. */
+  *records(from: number, to: number): Generator<TxRecord> {
+    let txid = from;
+    while (txid <= to) {
+      const loc = this.locate(txid);
+      if (loc === undefined) throw new GeodrError('LOG_GAP', `TXID ${txid} is not in the local log`, { database: this.dbId, txid });
+      const { seg } = loc;
+      const fd = this.efs.open(seg.file, 'r', 'log.read');
+      try {
+        const end = Math.min(to, seg.last);
+        const startOff = seg.offsets[txid - seg.first]!;
+        const endOff = end === seg.last ? seg.size : seg.offsets[end - seg.first + 1]!;
+        const buf = Buffer.allocUnsafe(endOff - startOff);
+        this.efs.read(fd, buf, 0, buf.length, startOff, 'log.read');
+        const object = path.basename(seg.file);
+        for (let t = txid; t <= end; t++) {
+          const a = seg.offsets[t - seg.first]! - startOff + ENTRY_PREFIX_SIZE;
+          const b = (t === seg.last ? seg.size : seg.offsets[t - seg.first + 1]!) - startOff;
+          const rec = decodeRecord(buf.subarray(a, b), { object, dbId: this.dbId });
+          if (rec.txid !== t) throw new GeodrError('LOG_CORRUPT', `found TXID ${rec.txid} where ${t} belongs`, { object, database: this.dbId, txid: t });
+          yield rec;
+        }
+        txid = end + 1;
+      } finally {
+        this.efs.close(fd, 'log.read');
+      }
+    }
+  }
+
+  /** The newest TXID committed at or before `time` (ms), or undefined if none is kept. */
+  txidAtTime(time: number): number | undefined {
+    let best: number | undefined;
+    for (const s of this.segments) {
+      if (s.last < s.first || s.timestamps[0]! > time) break;
+      let lo = 0;
+      let hi = s.timestamps.length - 1;
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >> 1;
+        if (s.timestamps[mid]! <= time) lo = mid;
+        else hi = mid - 1;
+      }
+      best = s.first + lo;
+    }
+    return best;
+  }
+
+  /** Timestamp of a kept TXID. */
+  timestampOf(txid: number): number | undefined {
+    const loc = this.locate(txid);
+    return loc === undefined ? undefined : loc.seg.timestamps[loc.idx];
+  }
+
+  /** Deletes whole segments whose records are all ≤ txid, keeping the newest segment. */
+  truncateBefore(txid: number): number {
+    let removed = 0;
+    while (this.segments.length > 1 && this.segments[0]!.last <= txid) {
+      const s = this.segments.shift()!;
+      this.efs.unlink(s.file, 'log.prune');
+      removed++;
+    }
+    if (removed > 0) this.efs.syncDir(this.dir, 'log.prune');
+    return removed;
+  }
+
+  close(): void {
+    if (this.fd !== undefined) {
+      this.sync();
+      this.efs.close(this.fd, 'log.close');
+      this.fd = undefined;
+    }
+  }
+}

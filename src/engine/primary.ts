@@ -1,0 +1,597 @@
+/**
+ * A primary database: a SQLite file in WAL mode whose every committed transaction
+ * is captured from the WAL into a transaction record and appended to the local
+ * durable log. The engine is the file's only writer and runs its checkpoints.
+ *
+ * Capture, commit and checkpoint run inside one synchronous call on one thread,
+ * so no commit can slip between "copy the WAL tail" and "checkpoint" (the
+ * Litestream data-loss bug); a checkpoint only ever covers frames already
+ * durable in the log.
+ */
+import * as path from 'node:path';
+import { GeodrError } from '../errors.js';
+import { checksumEquals, checksumHex, type Checksum, type PageHashes } from './checksum.js';
+import { NodeFs, type EngineFs } from './fs.js';
+import { TxLog } from './log.js';
+import { newDbId, readMeta, writeMeta, type DatabaseMeta } from './meta.js';
+import { hashLogicalDb, lockBytePage, writePages } from './pagefile.js';
+import { encodeRecord, type TxRecord } from './record.js';
+import { writeFullSnapshot } from './snapshot.js';
+import { openConnection, type Connection } from './sqlite.js';
+import { scanWal, type WalCommit, type WalPosition } from './wal.js';
+
+export type Durability = 'commit' | 'group';
+
+export interface PrimaryOptions {
+  /** The SQLite database file. */
+  file: string;
+  /** Where the log, snapshots and meta live. Default: `<file>.geodr`. */
+  stateDir?: string;
+  efs?: EngineFs;
+  /** Name used in errors and logs. Default: the file's base name. */
+  name?: string;
+  /**
+   * `commit`: a write returns only once its record is fsynced in the log.
+   * `group`: writes return at once; the log is fsynced within `groupCommitMs`
+   * and {@link PrimaryDatabase.waitDurable} resolves then.
+   */
+  durability?: Durability;
+  groupCommitMs?: number;
+  /**
+   * SQLite's own synchronous setting. NORMAL (default) is safe because the log is
+   * the durable record: a WAL tail lost to power failure is redone from the log.
+   */
+  synchronous?: 'NORMAL' | 'FULL';
+  /** Recompute the whole checksum after every transaction and fail on any mismatch (tests). */
+  strict?: boolean;
+  /** Page size for a new database. */
+  pageSize?: number;
+  /** auto_vacuum for a new database. */
+  autoVacuum?: 'NONE' | 'FULL' | 'INCREMENTAL';
+  /** Checkpoint once the WAL holds this many frames (default 1000). 0 disables. */
+  checkpointFrames?: number;
+  /** Clock for record timestamps (ms). */
+  clock?: () => number;
+  /** Open SQLite through this URI instead of the plain path (e.g. to pass `psow=0`). */
+  connectionUri?: string;
+  segmentBytes?: number;
+}
+
+export type RecordListener = (record: TxRecord, encoded: Buffer) => void;
+
+export interface PrimaryStatus {
+  name: string;
+  dbId: string;
+  epoch: number;
+  txid: number;
+  checksum: string;
+  pageSize: number;
+  pageCount: number;
+  walFrames: number;
+  logFirstTxid: number | undefined;
+  lastWriteTime: number;
+  checkpoints: number;
+}
+
+/** A consistent read-only view of the primary at one TXID, pinned against checkpoints. */
+export interface PinnedView {
+  dbId: string;
+  epoch: number;
+  txid: number;
+  timestamp: number;
+  checksum: Checksum;
+  pageSize: number;
+  pageCount: number;
+  efs: EngineFs;
+  dbFd: number;
+  walFd: number;
+  walIndex: Map<number, number>;
+  release(): void;
+}
+
+export class PrimaryDatabase {
+  readonly name: string;
+  readonly file: string;
+  readonly stateDir: string;
+  private readonly efs: EngineFs;
+  private meta!: DatabaseMeta;
+  private log!: TxLog;
+  private conn!: Connection;
+  /**
+   * A read-only connection held open for the database's lifetime. It serves reads,
+   * and its shared lock keeps SQLite from checkpointing on close: after a failed
+   * capture the WAL may hold commits the log lacks, and they must stay in the WAL.
+   */
+  private guard!: Connection;
+  private dbFd = -1;
+  private walFd = -1;
+  private hashes!: PageHashes;
+  private walPos: WalPosition | undefined;
+  private readonly walIndex = new Map<number, number>();
+  private lastTxid = 0;
+  private lastTs = 0;
+  private pins = 0;
+  private checkpoints = 0;
+  private failure: unknown;
+  private closed = false;
+  private readonly listeners = new Set<RecordListener>();
+  private syncTimer: NodeJS.Timeout | undefined;
+  private durableTxid = 0;
+  private readonly waiters: Array<{ txid: number; resolve: () => void; reject: (e: unknown) => void }> = [];
+  private readonly clock: () => number;
+  private readonly durability: Durability;
+
+  private constructor(private readonly opts: PrimaryOptions) {
+    this.file = path.resolve(opts.file);
+    this.stateDir = opts.stateDir ?? `${this.file}.geodr`;
+    this.efs = opts.efs ?? new NodeFs();
+    this.name = opts.name ?? path.basename(this.file);
+    this.clock = opts.clock ?? Date.now;
+    this.durability = opts.durability ?? 'commit';
+    if (this.durability !== 'commit' && this.durability !== 'group') {
+      throw new GeodrError('INVALID_ARGUMENT', `durability must be "commit" or "group", got ${JSON.stringify(this.durability)}`, { database: this.name });
+    }
+    const ps = opts.pageSize;
+    if (ps !== undefined && (ps < 512 || ps > 65536 || (ps & (ps - 1)) !== 0)) {
+      throw new GeodrError('INVALID_ARGUMENT', `page size must be a power of two from 512 to 65536, got ${ps}`, { database: this.name });
+    }
+  }
+
+  /**
+   * Opens (or creates, or adopts) a primary database and reconciles it with its
+   * log: WAL commits not yet logged are captured; a log ahead of a database that
+   * lost its WAL tail is redone into it; any other mismatch is DATABASE_DIVERGED.
+   *
+   * @example
+   * const db = PrimaryDatabase.open({ file: 'tenant.db' })
+   * db.write((c) => c.prepare('insert into t values (?)').run(1))
+   */
+  static open(opts: PrimaryOptions): PrimaryDatabase {
+    const p = new PrimaryDatabase(opts);
+    p.start();
+    return p;
+  }
+
+  private start(): void {
+    const existing = readMeta(this.efs, this.stateDir);
+    if (existing !== undefined && existing.role !== 'primary') {
+      throw new GeodrError('INVALID_ARGUMENT', 'this database is a replica; promote it to make it a primary', { database: this.name });
+    }
+    this.conn = openConnection(this.opts.connectionUri ?? this.file);
+    try {
+      if (existing === undefined) this.initialise();
+      else this.meta = existing;
+      this.configureConnection();
+      this.openGuard();
+      this.dbFd = this.efs.open(this.file, 'r+', 'primary.open');
+      this.walFd = this.efs.open(`${this.file}-wal`, 'rw', 'primary.open');
+      this.log = TxLog.open(this.efs, path.join(this.stateDir, 'log'), this.meta.dbId, { segmentBytes: this.opts.segmentBytes });
+      this.reconcile();
+    } catch (e) {
+      this.closeHandles();
+      throw e;
+    }
+  }
+
+  private configureConnection(): void {
+    const mode = String(this.conn.pragma('journal_mode', { simple: true }));
+    if (mode !== 'wal') {
+      const now = String(this.conn.pragma('journal_mode = WAL', { simple: true }));
+      if (now !== 'wal') throw new GeodrError('IO_FAILED', `could not switch to WAL mode (got ${now})`, { database: this.name, operation: 'primary.open' });
+    }
+    this.conn.pragma('wal_autocheckpoint = 0');
+    this.conn.pragma(`synchronous = ${this.opts.synchronous ?? 'NORMAL'}`);
+  }
+
+  private openGuard(): void {
+    this.guard = openConnection(this.file, { readonly: true });
+    this.guard.prepare('select count(*) from sqlite_master').get();
+  }
+
+  /** First open of a file geodr has never seen: fold any WAL in, write the base snapshot and meta. */
+  private initialise(): void {
+    if (this.opts.pageSize !== undefined) this.conn.pragma(`page_size = ${this.opts.pageSize}`);
+    if (this.opts.autoVacuum !== undefined) this.conn.pragma(`auto_vacuum = ${this.opts.autoVacuum}`);
+    this.configureConnection();
+    this.conn.pragma('wal_checkpoint(TRUNCATE)');
+    const pageSize = Number(this.conn.pragma('page_size', { simple: true }));
+    // Leftovers of an initialisation that crashed before writing meta belong to no lineage.
+    for (const sub of ['log', 'snapshots', 'levels']) this.efs.unlink(path.join(this.stateDir, sub), 'primary.init');
+    const fd = this.efs.open(this.file, 'r', 'primary.init');
+    try {
+      const pageCount = Math.floor(this.efs.size(fd) / pageSize);
+      const hashes = hashLogicalDb({ efs: this.efs, dbFd: fd, pageSize, pageCount }, 'primary.init');
+      const meta: DatabaseMeta = { dbId: newDbId(), role: 'primary', epoch: 1, pageSize, base: { txid: 0, checksum: hashes.checksum(), timestamp: this.clock() } };
+      writeFullSnapshot(this.efs, path.join(this.stateDir, 'snapshots'), { efs: this.efs, dbFd: fd, pageSize, pageCount }, {
+        dbId: meta.dbId,
+        epoch: meta.epoch,
+        txid: 0,
+        timestamp: meta.base.timestamp,
+        checksum: meta.base.checksum,
+      });
+      writeMeta(this.efs, this.stateDir, meta);
+      this.meta = meta;
+    } finally {
+      this.efs.close(fd, 'primary.init');
+    }
+  }
+
+  private reconcile(): void {
+    const last = this.log.last ?? { txid: this.meta.base.txid, post: this.meta.base.checksum, wal: undefined, timestamp: this.meta.base.timestamp, epoch: this.meta.epoch };
+    const scan = scanWal(this.efs, this.walFd, undefined, 'primary.recover');
+    let base: WalCommit[] = [];
+    let fresh: WalCommit[] = scan.commits;
+    const lw = last.wal;
+    if (lw !== undefined && scan.header !== undefined && scan.header.salt1 === lw.salt1 && scan.header.salt2 === lw.salt2) {
+      const j = scan.commits.findIndex((c) => c.end.frame === lw.frame);
+      if (j >= 0) {
+        base = scan.commits.slice(0, j + 1);
+        fresh = scan.commits.slice(j + 1);
+      } else {
+        base = scan.commits;
+        fresh = [];
+      }
+    }
+    const walIndex = new Map<number, number>();
+    for (const c of base) {
+      for (const [p, f] of c.frames) walIndex.set(p, f);
+      for (const p of [...walIndex.keys()]) if (p > c.commitSize) walIndex.delete(p);
+    }
+    const pageSize = this.meta.pageSize;
+    const pageCount = base.length > 0 ? base[base.length - 1]!.commitSize : Math.floor(this.efs.size(this.dbFd) / pageSize);
+    const hashes = hashLogicalDb({ efs: this.efs, dbFd: this.dbFd, walFd: this.walFd, pageSize, pageCount, walIndex }, 'primary.recover');
+    if (checksumEquals(hashes.sum, last.post)) {
+      this.hashes = hashes;
+      for (const [p, f] of walIndex) this.walIndex.set(p, f);
+      this.walPos = base.length > 0 ? base[base.length - 1]!.end : undefined;
+      this.lastTxid = last.txid;
+      this.lastTs = last.timestamp;
+      this.durableTxid = last.txid;
+      if (fresh.length > 0) {
+        this.capture();
+        this.log.sync();
+        this.durableTxid = this.lastTxid;
+      }
+      return;
+    }
+    if (fresh.length === 0) {
+      const behind = this.findLoggedState(hashes.sum);
+      if (behind !== undefined) {
+        this.redo(behind, last.txid);
+        return;
+      }
+    }
+    throw new GeodrError('DATABASE_DIVERGED', `database checksum ${checksumHex(hashes.sum)} matches no logged state (log ends at TXID ${last.txid} with ${checksumHex(last.post)})`, {
+      database: this.name,
+      txid: last.txid,
+      details: { actual: checksumHex(hashes.sum), expected: checksumHex(last.post) },
+    });
+  }
+
+  /** The logged TXID whose post-checksum is `sum`, searching back from the newest. */
+  private findLoggedState(sum: Checksum): number | undefined {
+    if (checksumEquals(sum, this.meta.base.checksum) && (this.log.firstTxid ?? this.meta.base.txid + 1) === this.meta.base.txid + 1) return this.meta.base.txid;
+    const first = this.log.firstTxid;
+    const lastTxid = this.log.lastTxid;
+    if (first === undefined || lastTxid === undefined) return undefined;
+    let found: number | undefined;
+    for (const r of this.log.records(first, lastTxid)) if (checksumEquals(r.post, sum)) found = r.txid;
+    return found;
+  }
+
+  /**
+   * The database lost committed transactions the log holds (a WAL tail lost to
+   * power failure under synchronous=NORMAL): fold what the WAL has into the file,
+   * then write the logged pages of the missing transactions directly into it.
+   */
+  private redo(from: number, to: number): void {
+    this.conn.pragma('wal_checkpoint(TRUNCATE)');
+    this.conn.close();
+    this.guard.close();
+    this.efs.close(this.walFd, 'primary.redo');
+    const pageSize = this.meta.pageSize;
+    let commitSize = Math.floor(this.efs.size(this.dbFd) / pageSize);
+    for (const rec of this.log.records(from + 1, to)) {
+      writePages(this.efs, this.dbFd, pageSize, rec.pages, 'primary.redo');
+      commitSize = rec.commitSize;
+      this.efs.truncate(this.dbFd, commitSize * pageSize, 'primary.redo');
+    }
+    this.efs.sync(this.dbFd, 'primary.redo');
+    this.conn = openConnection(this.opts.connectionUri ?? this.file);
+    this.configureConnection();
+    this.openGuard();
+    this.walFd = this.efs.open(`${this.file}-wal`, 'rw', 'primary.open');
+    this.reconcile();
+  }
+
+  private fail(e: unknown): never {
+    // An error in the middle of capture leaves memory and disk out of step: stop, and let
+    // the next open reconcile from what is durable.
+    this.failure ??= e;
+    throw e;
+  }
+
+  private ensureOpen(): void {
+    if (this.closed || this.failure !== undefined) {
+      throw new GeodrError('DATABASE_CLOSED', this.failure !== undefined ? 'stopped after a failure; reopen to recover' : 'closed', { database: this.name }, { cause: this.failure });
+    }
+  }
+
+  /**
+   * Runs `fn` as one write transaction (BEGIN IMMEDIATE) and captures it.
+   * Returns fn's result and the TXID the database is at afterwards. With durability
+   * `commit` the record is fsynced in the log before this returns.
+   */
+  write<T>(fn: (conn: Connection) => T, options: { transaction?: boolean } = {}): { result: T; txid: number } {
+    this.ensureOpen();
+    this.efs.step('primary.commit');
+    // transaction:false runs fn in autocommit mode, for statements SQLite refuses inside a
+    // transaction (VACUUM); each statement it runs then becomes its own record.
+    const result = options.transaction === false ? fn(this.conn) : this.conn.transaction(() => fn(this.conn)).immediate();
+    this.capture();
+    this.maybeCheckpoint();
+    return { result, txid: this.lastTxid };
+  }
+
+  /** Runs `fn` with a read-only connection. */
+  read<T>(fn: (conn: Connection) => T): T {
+    this.ensureOpen();
+    return fn(this.guard);
+  }
+
+  /**
+   * Captures every transaction committed to the WAL since the last capture into
+   * the log. Normally called by write(); safe to call any time.
+   */
+  capture(): TxRecord[] {
+    this.ensureOpen();
+    const out: TxRecord[] = [];
+    try {
+      const scan = scanWal(this.efs, this.walFd, this.walPos, 'primary.capture');
+      if (scan.header === undefined || scan.commits.length === 0) return out;
+      if (this.walPos !== undefined && (scan.header.salt1 !== this.walPos.salt1 || scan.header.salt2 !== this.walPos.salt2)) {
+        // SQLite restarted the WAL: everything in the old generation was checkpointed.
+        this.walIndex.clear();
+      }
+      const lock = lockBytePage(this.meta.pageSize);
+      for (const c of scan.commits) {
+        const txid = this.lastTxid + 1;
+        const pre = this.hashes.checksum();
+        const pages = [...c.pages.entries()].filter(([p]) => p !== lock).sort((a, b) => a[0] - b[0]);
+        for (const [p, img] of pages) this.hashes.setPage(p, img);
+        const shrank = c.commitSize < this.hashes.pageCount;
+        this.hashes.truncate(c.commitSize);
+        const ts = Math.max(this.clock(), this.lastTs);
+        const rec: TxRecord = {
+          dbId: this.meta.dbId,
+          epoch: this.meta.epoch,
+          baseTxid: txid - 1,
+          txid,
+          full: false,
+          timestamp: ts,
+          timestamps: [],
+          pageSize: this.meta.pageSize,
+          commitSize: c.commitSize,
+          pre,
+          post: this.hashes.checksum(),
+          pages,
+        };
+        const encoded = encodeRecord(rec);
+        this.log.append(rec, encoded, c.end);
+        for (const [p, f] of c.frames) this.walIndex.set(p, f);
+        if (shrank) for (const p of [...this.walIndex.keys()]) if (p > c.commitSize) this.walIndex.delete(p);
+        this.walPos = c.end;
+        this.lastTxid = txid;
+        this.lastTs = ts;
+        out.push(rec);
+        for (const l of this.listeners) l(rec, encoded);
+      }
+      if (this.opts.strict === true) this.verify();
+      if (this.durability === 'commit') this.flush();
+      else this.scheduleSync();
+    } catch (e) {
+      this.fail(e);
+    }
+    return out;
+  }
+
+  /** Recomputes the whole checksum and compares it with the incremental one. */
+  verify(): Checksum {
+    const full = hashLogicalDb(
+      { efs: this.efs, dbFd: this.dbFd, walFd: this.walFd, pageSize: this.meta.pageSize, pageCount: this.hashes.pageCount, walIndex: this.walIndex },
+      'primary.verify',
+    );
+    if (!checksumEquals(full.sum, this.hashes.sum)) {
+      throw new GeodrError('DATABASE_DIVERGED', `full checksum ${checksumHex(full.sum)} differs from incremental ${checksumHex(this.hashes.sum)}`, { database: this.name, txid: this.lastTxid });
+    }
+    return full.checksum();
+  }
+
+  /** Fsyncs the log now and resolves waiters. */
+  flush(): void {
+    this.log.sync();
+    this.durableTxid = this.lastTxid;
+    if (this.syncTimer !== undefined) {
+      clearTimeout(this.syncTimer);
+      this.syncTimer = undefined;
+    }
+    for (let i = this.waiters.length - 1; i >= 0; i--) {
+      const w = this.waiters[i]!;
+      if (w.txid <= this.durableTxid) {
+        this.waiters.splice(i, 1);
+        w.resolve();
+      }
+    }
+  }
+
+  private scheduleSync(): void {
+    if (this.syncTimer !== undefined || !this.log.hasUnsynced) return;
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = undefined;
+      try {
+        this.flush();
+      } catch (e) {
+        this.failure ??= e;
+        for (const w of this.waiters.splice(0)) w.reject(e);
+      }
+    }, this.opts.groupCommitMs ?? 5);
+  }
+
+  /** Resolves once TXID `txid` is durable in the log. */
+  waitDurable(txid: number = this.lastTxid): Promise<void> {
+    if (txid <= this.durableTxid) return Promise.resolve();
+    this.ensureOpen();
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ txid, resolve, reject });
+      this.scheduleSync();
+    });
+  }
+
+  private maybeCheckpoint(): void {
+    const limit = this.opts.checkpointFrames ?? 1000;
+    if (limit > 0 && this.walPos !== undefined && this.walPos.frame >= limit) this.checkpoint();
+  }
+
+  /**
+   * Captures, makes the log durable, then checkpoints the WAL into the database
+   * file (TRUNCATE). Returns false when a pinned snapshot or a reader prevents it.
+   */
+  checkpoint(): boolean {
+    this.ensureOpen();
+    if (this.pins > 0) return false;
+    this.capture();
+    try {
+      this.flush();
+      this.efs.step('primary.checkpoint');
+      const rows = this.conn.pragma('wal_checkpoint(TRUNCATE)') as Array<{ busy: number }>;
+      if (rows[0]?.busy !== 0) return false;
+      this.walIndex.clear();
+      this.walPos = undefined;
+      this.checkpoints++;
+      return true;
+    } catch (e) {
+      return this.fail(e);
+    }
+  }
+
+  /** Subscribes to records as they are captured. Returns an unsubscribe function. */
+  onRecord(listener: RecordListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Reads logged records from..to (inclusive) from the local log. */
+  records(from: number, to: number = this.lastTxid): Generator<TxRecord> {
+    return this.log.records(from, to);
+  }
+
+  /** TXID of the newest record committed at or before `time`. */
+  txidAtTime(time: number): number | undefined {
+    return this.log.txidAtTime(time);
+  }
+
+  get txid(): number {
+    return this.lastTxid;
+  }
+
+  get checksum(): Checksum {
+    return this.hashes.checksum();
+  }
+
+  get dbId(): string {
+    return this.meta.dbId;
+  }
+
+  get epoch(): number {
+    return this.meta.epoch;
+  }
+
+  get pageSize(): number {
+    return this.meta.pageSize;
+  }
+
+  /** The base the log starts from (TXID, checksum). */
+  get base(): DatabaseMeta['base'] {
+    return this.meta.base;
+  }
+
+  /** The local log, for compaction and shipping. */
+  get txLog(): TxLog {
+    return this.log;
+  }
+
+  status(): PrimaryStatus {
+    return {
+      name: this.name,
+      dbId: this.meta.dbId,
+      epoch: this.meta.epoch,
+      txid: this.lastTxid,
+      checksum: checksumHex(this.hashes.sum),
+      pageSize: this.meta.pageSize,
+      pageCount: this.hashes.pageCount,
+      walFrames: this.walPos?.frame ?? 0,
+      logFirstTxid: this.log.firstTxid,
+      lastWriteTime: this.lastTs,
+      checkpoints: this.checkpoints,
+    };
+  }
+
+  /**
+   * Pins the current state (capturing first) so a snapshot can read it while writes
+   * go on: checkpoints wait until release(), so the database file does not change
+   * and the pinned WAL frames stay where they are.
+   */
+  pin(): PinnedView {
+    this.ensureOpen();
+    this.capture();
+    this.pins++;
+    let released = false;
+    return {
+      dbId: this.meta.dbId,
+      epoch: this.meta.epoch,
+      txid: this.lastTxid,
+      timestamp: this.lastTs,
+      checksum: this.hashes.checksum(),
+      pageSize: this.meta.pageSize,
+      pageCount: this.hashes.pageCount,
+      efs: this.efs,
+      dbFd: this.dbFd,
+      walFd: this.walFd,
+      walIndex: new Map(this.walIndex),
+      release: () => {
+        if (!released) {
+          released = true;
+          this.pins--;
+        }
+      },
+    };
+  }
+
+  private closeHandles(): void {
+    try {
+      // Main connection first: the guard's lock keeps it from checkpointing on close.
+      if (this.conn?.open) this.conn.close();
+      if (this.guard?.open) this.guard.close();
+    } finally {
+      if (this.dbFd >= 0) this.efs.close(this.dbFd, 'primary.close');
+      if (this.walFd >= 0) this.efs.close(this.walFd, 'primary.close');
+      this.dbFd = -1;
+      this.walFd = -1;
+      this.log?.close();
+    }
+  }
+
+  /** Captures and syncs everything, checkpoints, and closes. */
+  close(): void {
+    if (this.closed) return;
+    if (this.failure === undefined) {
+      this.capture();
+      this.flush();
+      if (this.pins === 0) this.checkpoint();
+    }
+    this.closed = true;
+    if (this.syncTimer !== undefined) clearTimeout(this.syncTimer);
+    for (const w of this.waiters.splice(0)) w.reject(new GeodrError('DATABASE_CLOSED', 'closed before the write was durable', { database: this.name, txid: w.txid }));
+    this.closeHandles();
+  }
+}

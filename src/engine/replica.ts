@@ -1,0 +1,476 @@
+/**
+ * A replica: a rollback-journal-mode copy of a primary that applies transaction
+ * records while reader connections in this process keep reading it.
+ *
+ * Each apply is atomic through a redo journal: the merged page images are written
+ * and fsynced to `redo.journal` before the database file is touched, then written
+ * to the file, then the applied position is recorded, then the journal is cleared.
+ * A crash at any step is repaired at open by replaying a complete journal (or
+ * dropping a torn one, which never reached the file).
+ *
+ * Readers see whole transactions only: applies run synchronously between reads on
+ * this thread, wait for open read transactions to end, and bump the header's
+ * change counter so every reader connection drops its page cache at its next read.
+ * The writer's descriptor stays open for the replica's lifetime: closing any
+ * descriptor of a file drops every POSIX lock this process holds on it, including
+ * SQLite's.
+ */
+import * as path from 'node:path';
+import { crc32 } from 'node:zlib';
+import { GeodrError } from '../errors.js';
+import { checksumEquals, checksumHex, PageHashes, type Checksum } from './checksum.js';
+import { NodeFs, type EngineFs } from './fs.js';
+import { readMeta, writeMeta, type DatabaseMeta } from './meta.js';
+import { hashLogicalDb, lockBytePage, prepareRollbackPageOne, writePages } from './pagefile.js';
+import { PrimaryDatabase, type PrimaryOptions } from './primary.js';
+import { decodeRecord, encodeRecord, streamUnit, type TxRecord } from './record.js';
+import { writeFullSnapshot } from './snapshot.js';
+import { openConnection, type Connection } from './sqlite.js';
+
+export interface ReplicaOptions {
+  file: string;
+  stateDir?: string;
+  efs?: EngineFs;
+  name?: string;
+  /** fsync the journal, file and state at every apply (default true). */
+  fsync?: boolean;
+  /** Rehash the whole file after every apply (tests). */
+  strict?: boolean;
+}
+
+export interface ReplicaPosition {
+  txid: number;
+  epoch: number;
+  pageCount: number;
+  checksum: Checksum;
+  timestamp: number;
+}
+
+const STATE_MAGIC = 0x47445254; // "GDRT"
+const STATE_SLOT = 64;
+
+function encodeState(dbId: string, seq: number, s: ReplicaPosition): Buffer {
+  const b = Buffer.alloc(STATE_SLOT);
+  b.writeUInt32BE(STATE_MAGIC, 0);
+  b.writeUInt32BE(seq >>> 0, 4);
+  b.writeUInt32BE(Math.floor(s.txid / 0x100000000), 8);
+  b.writeUInt32BE(s.txid >>> 0, 12);
+  b.writeUInt32BE(s.epoch, 16);
+  b.writeUInt32BE(s.pageCount, 20);
+  b.writeUInt32BE(s.checksum.hi, 24);
+  b.writeUInt32BE(s.checksum.lo, 28);
+  b.writeUInt32BE(Math.floor(s.timestamp / 0x100000000), 32);
+  b.writeUInt32BE(s.timestamp >>> 0, 36);
+  Buffer.from(dbId, 'hex').copy(b, 40);
+  b.writeUInt32BE(crc32(b.subarray(0, 56)), 56);
+  return b;
+}
+
+function decodeState(b: Buffer, dbId: string): { seq: number; pos: ReplicaPosition } | undefined {
+  if (b.length < STATE_SLOT || b.readUInt32BE(0) !== STATE_MAGIC || b.readUInt32BE(56) !== crc32(b.subarray(0, 56))) return undefined;
+  if (b.subarray(40, 56).toString('hex') !== dbId) return undefined;
+  return {
+    seq: b.readUInt32BE(4),
+    pos: {
+      txid: b.readUInt32BE(8) * 0x100000000 + b.readUInt32BE(12),
+      epoch: b.readUInt32BE(16),
+      pageCount: b.readUInt32BE(20),
+      checksum: { hi: b.readUInt32BE(24), lo: b.readUInt32BE(28) },
+      timestamp: b.readUInt32BE(32) * 0x100000000 + b.readUInt32BE(36),
+    },
+  };
+}
+
+export interface ReadTransaction {
+  conn: Connection;
+  end(): void;
+}
+
+export class ReplicaDatabase {
+  readonly file: string;
+  readonly stateDir: string;
+  readonly name: string;
+  private readonly efs: EngineFs;
+  private readonly fsync: boolean;
+  private meta!: DatabaseMeta;
+  private fd = -1;
+  private stateFd = -1;
+  private journalFd = -1;
+  private seq = 0;
+  private pos!: ReplicaPosition;
+  private hashes!: PageHashes;
+  private reader: Connection | undefined;
+  private failure: unknown;
+  private closed = false;
+  private activeReads = 0;
+  private applyWaiting = 0;
+  private idleWaiters: Array<() => void> = [];
+  private readWaiters: Array<() => void> = [];
+  /** Number of applies done since open. */
+  applies = 0;
+
+  private constructor(private readonly opts: ReplicaOptions) {
+    this.file = path.resolve(opts.file);
+    this.stateDir = opts.stateDir ?? `${this.file}.geodr`;
+    this.efs = opts.efs ?? new NodeFs();
+    this.name = opts.name ?? path.basename(this.file);
+    this.fsync = opts.fsync ?? true;
+  }
+
+  /**
+   * Creates a replica from a full snapshot file (seeding). The file is built under a
+   * temp name, verified against the snapshot's checksum, and renamed into place.
+   */
+  static create(opts: ReplicaOptions, snapshotFile: string, expectDbId?: string): ReplicaDatabase {
+    const r = new ReplicaDatabase(opts);
+    const efs = r.efs;
+    if (readMeta(efs, r.stateDir) !== undefined) throw new GeodrError('INVALID_ARGUMENT', 'a database already exists here', { database: r.name, object: r.stateDir });
+    const tmp = `${r.file}.seeding`;
+    const fd = efs.open(tmp, 'w+', 'replica.seed');
+    let meta: DatabaseMeta | undefined;
+    let pos: ReplicaPosition | undefined;
+    try {
+      const sfd = efs.open(snapshotFile, 'r', 'replica.seed');
+      try {
+        let pageSize = 0;
+        let lock = 0;
+        let hashes: PageHashes | undefined;
+        const h = streamUnit(
+          efs,
+          sfd,
+          0,
+          { object: snapshotFile, dbId: expectDbId },
+          (pages) => {
+            writePages(efs, fd, pageSize, pages, 'replica.seed.write');
+            for (const [p, img] of pages) if (p !== lock) hashes!.setPage(p, img);
+          },
+          'replica.seed.read',
+          (hdr) => {
+            if (!hdr.full) throw new GeodrError('INVALID_ARGUMENT', 'seeding needs a full snapshot', { object: snapshotFile, txid: hdr.txid });
+            pageSize = hdr.pageSize;
+            lock = lockBytePage(pageSize);
+            hashes = new PageHashes(hdr.commitSize);
+          },
+        );
+        hashes!.truncate(h.commitSize);
+        if (!checksumEquals(hashes!.sum, h.post)) {
+          throw new GeodrError('SNAPSHOT_CORRUPT', `snapshot pages hash to ${checksumHex(hashes!.sum)}, header says ${checksumHex(h.post)}`, { object: snapshotFile, txid: h.txid });
+        }
+        const p1 = Buffer.alloc(pageSize);
+        efs.read(fd, p1, 0, pageSize, 0, 'replica.seed');
+        prepareRollbackPageOne(p1, 0, h.commitSize);
+        efs.write(fd, p1, 0, 'replica.seed.write');
+        efs.truncate(fd, h.commitSize * pageSize, 'replica.seed.write');
+        efs.sync(fd, 'replica.seed.sync');
+        meta = { dbId: h.dbId, role: 'replica', epoch: h.epoch, pageSize, base: { txid: h.txid, checksum: h.post, timestamp: h.timestamp } };
+        pos = { txid: h.txid, epoch: h.epoch, pageCount: h.commitSize, checksum: h.post, timestamp: h.timestamp };
+      } finally {
+        efs.close(sfd, 'replica.seed');
+      }
+    } catch (e) {
+      efs.close(fd, 'replica.seed');
+      efs.unlink(tmp, 'replica.seed.abort');
+      throw e;
+    }
+    efs.close(fd, 'replica.seed');
+    efs.mkdir(r.stateDir, 'replica.seed');
+    // State before meta: meta is what makes the replica exist.
+    const stateFile = path.join(r.stateDir, 'replica.state');
+    const sfd2 = efs.open(stateFile, 'w+', 'replica.state.write');
+    efs.write(sfd2, encodeState(meta.dbId, 1, pos), 0, 'replica.state.write');
+    efs.sync(sfd2, 'replica.state.sync');
+    efs.close(sfd2, 'replica.state.write');
+    efs.rename(tmp, r.file, 'replica.seed.publish');
+    efs.unlink(`${r.file}-wal`, 'replica.seed.publish');
+    efs.unlink(`${r.file}-journal`, 'replica.seed.publish');
+    writeMeta(efs, r.stateDir, meta);
+    r.start();
+    return r;
+  }
+
+  /** Opens an existing replica, repairing an interrupted apply. */
+  static open(opts: ReplicaOptions): ReplicaDatabase {
+    const r = new ReplicaDatabase(opts);
+    r.start();
+    return r;
+  }
+
+  private start(): void {
+    const efs = this.efs;
+    const meta = readMeta(efs, this.stateDir);
+    if (meta === undefined) throw new GeodrError('INVALID_ARGUMENT', 'no replica here (missing meta)', { database: this.name, object: this.stateDir });
+    if (meta.role !== 'replica') throw new GeodrError('INVALID_ARGUMENT', `this database is a ${meta.role}, not a replica`, { database: this.name });
+    this.meta = meta;
+    this.fd = efs.open(this.file, 'r+', 'replica.open');
+    this.stateFd = efs.open(path.join(this.stateDir, 'replica.state'), 'rw', 'replica.open');
+    this.journalFd = efs.open(path.join(this.stateDir, 'redo.journal'), 'rw', 'replica.open');
+    const slots = Buffer.alloc(STATE_SLOT * 2);
+    efs.read(this.stateFd, slots, 0, slots.length, 0, 'replica.state.read');
+    const a = decodeState(slots.subarray(0, STATE_SLOT), meta.dbId);
+    const b = decodeState(slots.subarray(STATE_SLOT), meta.dbId);
+    const best = a === undefined ? b : b === undefined ? a : a.seq >= b.seq ? a : b;
+    if (best === undefined) throw new GeodrError('DATABASE_DIVERGED', 'replica state file is unreadable', { database: this.name, object: 'replica.state' });
+    this.seq = best.seq;
+    this.pos = best.pos;
+    this.recoverJournal();
+    this.hashes = hashLogicalDb({ efs, dbFd: this.fd, pageSize: meta.pageSize, pageCount: this.pos.pageCount }, 'replica.open');
+    if (!checksumEquals(this.hashes.sum, this.pos.checksum)) {
+      throw new GeodrError('REPLICA_DIVERGED', `replica file hashes to ${checksumHex(this.hashes.sum)}, its state says ${checksumHex(this.pos.checksum)}`, {
+        database: this.name,
+        txid: this.pos.txid,
+        details: { actual: checksumHex(this.hashes.sum), expected: checksumHex(this.pos.checksum) },
+      });
+    }
+  }
+
+  private recoverJournal(): void {
+    const efs = this.efs;
+    const size = efs.size(this.journalFd);
+    if (size === 0) return;
+    const buf = Buffer.allocUnsafe(size);
+    efs.read(this.journalFd, buf, 0, size, 0, 'replica.recover');
+    let unit: TxRecord | undefined;
+    try {
+      unit = decodeRecord(buf, { object: 'redo.journal', dbId: this.meta.dbId });
+    } catch {
+      // Torn: the crash came before the journal was complete, so the file was never touched.
+      unit = undefined;
+    }
+    if (unit !== undefined && unit.txid > this.pos.txid) this.writeUnit(unit);
+    efs.truncate(this.journalFd, 0, 'replica.journal.clear');
+    efs.sync(this.journalFd, 'replica.journal.clear');
+  }
+
+  /** Writes an already journalled unit's pages to the file and records the position. Idempotent. */
+  private writeUnit(unit: TxRecord): void {
+    const efs = this.efs;
+    writePages(efs, this.fd, this.meta.pageSize, unit.pages, 'replica.apply.write');
+    if (unit.commitSize < this.pos.pageCount || efs.size(this.fd) > unit.commitSize * this.meta.pageSize) {
+      efs.truncate(this.fd, unit.commitSize * this.meta.pageSize, 'replica.apply.truncate');
+    }
+    if (this.fsync) efs.sync(this.fd, 'replica.apply.sync');
+    const next: ReplicaPosition = { txid: unit.txid, epoch: Math.max(this.pos.epoch, unit.epoch), pageCount: unit.commitSize, checksum: unit.post, timestamp: unit.timestamp };
+    this.seq++;
+    efs.write(this.stateFd, encodeState(this.meta.dbId, this.seq, next), (this.seq % 2) * STATE_SLOT, 'replica.state.write');
+    if (this.fsync) efs.sync(this.stateFd, 'replica.state.sync');
+    this.pos = next;
+  }
+
+  private ensureOpen(): void {
+    if (this.closed || this.failure !== undefined) {
+      throw new GeodrError('DATABASE_CLOSED', this.failure !== undefined ? 'replica stopped after a failure' : 'closed', { database: this.name, txid: this.pos?.txid }, { cause: this.failure });
+    }
+  }
+
+  /**
+   * Applies consecutive records atomically as one step. Identity and order are
+   * checked first (a foreign, stale or out-of-order record is refused and nothing
+   * changes); then the checksum chain is walked, and any mismatch stops the replica
+   * with REPLICA_DIVERGED before the file is touched. Throws BUSY while a read
+   * transaction is open; {@link applyWhenIdle} waits instead.
+   */
+  apply(records: TxRecord[]): ReplicaPosition {
+    this.ensureOpen();
+    if (records.length === 0) return this.pos;
+    if (this.activeReads > 0) throw new GeodrError('BUSY', `${this.activeReads} read transaction(s) open`, { database: this.name });
+    const efs = this.efs;
+    let expect = this.pos.txid;
+    let epoch = this.pos.epoch;
+    for (const r of records) {
+      const ctx = { database: this.name, txid: r.txid };
+      if (r.dbId !== this.meta.dbId) throw new GeodrError('RECORD_FOREIGN', `record of database ${r.dbId}, replica of ${this.meta.dbId}`, ctx);
+      if (r.full) throw new GeodrError('INVALID_ARGUMENT', 'a full unit re-seeds a replica; it is not applied', ctx);
+      if (r.pageSize !== this.meta.pageSize) throw new GeodrError('RECORD_CORRUPT', `page size ${r.pageSize}, replica has ${this.meta.pageSize}`, ctx);
+      if (r.epoch < epoch) throw new GeodrError('STALE_EPOCH', `record epoch ${r.epoch} is older than ${epoch}`, ctx);
+      if (r.baseTxid !== expect) throw new GeodrError('RECORD_OUT_OF_ORDER', `record applies on TXID ${r.baseTxid}, replica is at ${expect}`, ctx);
+      expect = r.txid;
+      epoch = r.epoch;
+    }
+    const lock = lockBytePage(this.meta.pageSize);
+    const merged = new Map<number, Uint8Array>();
+    let commitSize = this.pos.pageCount;
+    for (const r of records) {
+      const ctx = { database: this.name, txid: r.txid };
+      if (!checksumEquals(r.pre, this.hashes.sum)) {
+        return this.diverged(`record starts from ${checksumHex(r.pre)}, replica is at ${checksumHex(this.hashes.sum)}`, ctx, r.pre);
+      }
+      for (const [p, img] of r.pages) {
+        if (p !== lock) this.hashes.setPage(p, img);
+        merged.set(p, img);
+      }
+      this.hashes.truncate(r.commitSize);
+      if (r.commitSize < commitSize) for (const p of merged.keys()) if (p > r.commitSize) merged.delete(p);
+      commitSize = r.commitSize;
+      if (!checksumEquals(r.post, this.hashes.sum)) {
+        return this.diverged(`record ends on ${checksumHex(this.hashes.sum)} after apply, it states ${checksumHex(r.post)}`, ctx, r.post);
+      }
+    }
+    // Page 1 is written at every apply: its change counter is how readers notice.
+    const p1 = Buffer.alloc(this.meta.pageSize);
+    const own = merged.get(1);
+    if (own !== undefined) p1.set(own);
+    else efs.read(this.fd, p1, 0, this.meta.pageSize, 0, 'replica.apply.read');
+    const cur = Buffer.alloc(4);
+    efs.read(this.fd, cur, 0, 4, 24, 'replica.apply.read');
+    prepareRollbackPageOne(p1, cur.readUInt32BE(0), commitSize);
+    merged.set(1, p1);
+    const first = records[0]!;
+    const last = records[records.length - 1]!;
+    const unit: TxRecord = {
+      dbId: this.meta.dbId,
+      epoch: last.epoch,
+      baseTxid: first.baseTxid,
+      txid: last.txid,
+      full: false,
+      timestamp: last.timestamp,
+      timestamps: [],
+      pageSize: this.meta.pageSize,
+      commitSize,
+      pre: first.pre,
+      post: last.post,
+      pages: [...merged.entries()].sort((a, b) => a[0] - b[0]),
+    };
+    try {
+      const enc = encodeRecord(unit);
+      efs.truncate(this.journalFd, 0, 'replica.journal.reset');
+      efs.write(this.journalFd, enc, 0, 'replica.journal.write');
+      if (this.fsync) efs.sync(this.journalFd, 'replica.journal.sync');
+      this.writeUnit(unit);
+      efs.truncate(this.journalFd, 0, 'replica.journal.clear');
+    } catch (e) {
+      // The file may be half written; the journal (if complete) repairs it at the next open.
+      this.failure = e;
+      throw e;
+    }
+    this.applies++;
+    if (this.opts.strict === true) this.verify();
+    return this.pos;
+  }
+
+  private diverged(msg: string, ctx: { database: string; txid: number }, expected: Checksum): never {
+    const e = new GeodrError('REPLICA_DIVERGED', msg, { ...ctx, details: { expected: checksumHex(expected), actual: checksumHex(this.hashes.sum) } });
+    this.failure = e;
+    throw e;
+  }
+
+  /** Applies once no read transaction is open, holding new ones back meanwhile. */
+  async applyWhenIdle(records: TxRecord[]): Promise<ReplicaPosition> {
+    if (this.activeReads > 0) {
+      this.applyWaiting++;
+      try {
+        await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+      } finally {
+        this.applyWaiting--;
+      }
+    }
+    try {
+      return this.apply(records);
+    } finally {
+      if (this.applyWaiting === 0) for (const w of this.readWaiters.splice(0)) w();
+    }
+  }
+
+  /** Rehashes the whole file and compares with the applied position. */
+  verify(): Checksum {
+    const full = hashLogicalDb({ efs: this.efs, dbFd: this.fd, pageSize: this.meta.pageSize, pageCount: this.pos.pageCount }, 'replica.verify');
+    if (!checksumEquals(full.sum, this.pos.checksum)) {
+      const e = new GeodrError('REPLICA_DIVERGED', `file hashes to ${checksumHex(full.sum)}, position says ${checksumHex(this.pos.checksum)}`, { database: this.name, txid: this.pos.txid });
+      this.failure = e;
+      throw e;
+    }
+    return full.checksum();
+  }
+
+  private readerConn(): Connection {
+    this.reader ??= openConnection(this.file, { readonly: true, fileMustExist: true });
+    return this.reader;
+  }
+
+  /** Runs `fn` with a read-only connection; it sees whole transactions only. */
+  read<T>(fn: (conn: Connection) => T): T {
+    this.ensureOpen();
+    return fn(this.readerConn());
+  }
+
+  /**
+   * Opens a read transaction that may span awaits. Applies wait for it to end (and
+   * new ones wait while an apply is pending, so replay is held up by at most the
+   * reads already running).
+   */
+  async beginRead(): Promise<ReadTransaction> {
+    this.ensureOpen();
+    while (this.applyWaiting > 0) await new Promise<void>((resolve) => this.readWaiters.push(resolve));
+    const conn = openConnection(this.file, { readonly: true, fileMustExist: true });
+    conn.exec('BEGIN');
+    conn.prepare('select count(*) from sqlite_master').get();
+    this.activeReads++;
+    let ended = false;
+    return {
+      conn,
+      end: () => {
+        if (ended) return;
+        ended = true;
+        conn.exec('COMMIT');
+        conn.close();
+        this.activeReads--;
+        if (this.activeReads === 0) for (const w of this.idleWaiters.splice(0)) w();
+      },
+    };
+  }
+
+  get position(): ReplicaPosition {
+    return { ...this.pos };
+  }
+
+  get txid(): number {
+    return this.pos.txid;
+  }
+
+  get checksum(): Checksum {
+    return { ...this.pos.checksum };
+  }
+
+  get dbId(): string {
+    return this.meta.dbId;
+  }
+
+  get pageSize(): number {
+    return this.meta.pageSize;
+  }
+
+  /**
+   * Turns this replica into a primary at its TXID: the epoch rises, a base snapshot
+   * is written, and the database switches to WAL mode with capture on.
+   */
+  promote(options: Omit<PrimaryOptions, 'file' | 'stateDir' | 'efs'> = {}): PrimaryDatabase {
+    this.ensureOpen();
+    if (this.activeReads > 0) throw new GeodrError('BUSY', 'read transactions are open', { database: this.name });
+    const efs = this.efs;
+    const epoch = this.pos.epoch + 1;
+    const pos = this.pos;
+    writeFullSnapshot(efs, path.join(this.stateDir, 'snapshots'), { efs, dbFd: this.fd, pageSize: this.meta.pageSize, pageCount: pos.pageCount }, {
+      dbId: this.meta.dbId,
+      epoch,
+      txid: pos.txid,
+      timestamp: pos.timestamp,
+      checksum: pos.checksum,
+    });
+    efs.unlink(path.join(this.stateDir, 'log'), 'replica.promote');
+    writeMeta(efs, this.stateDir, { dbId: this.meta.dbId, role: 'primary', epoch, pageSize: this.meta.pageSize, base: { txid: pos.txid, checksum: pos.checksum, timestamp: pos.timestamp } });
+    this.close();
+    efs.unlink(path.join(this.stateDir, 'replica.state'), 'replica.promote');
+    efs.unlink(path.join(this.stateDir, 'redo.journal'), 'replica.promote');
+    return PrimaryDatabase.open({ ...options, file: this.file, stateDir: this.stateDir, efs });
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.reader?.close();
+    this.reader = undefined;
+    if (this.fd >= 0) this.efs.close(this.fd, 'replica.close');
+    if (this.stateFd >= 0) this.efs.close(this.stateFd, 'replica.close');
+    if (this.journalFd >= 0) this.efs.close(this.journalFd, 'replica.close');
+    this.fd = this.stateFd = this.journalFd = -1;
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * One error family for all of geodr. Every error carries a stable code from
+ * {@link ERROR_CODES}, the context it concerns (database, TXID, object,
+ * operation) and whether retrying can help. docs/ERRORS.md documents every code;
+ * a test keeps the two in step.
+ */
+
+export interface ErrorSpec {
+  /** HTTP status the API answers with when this error reaches a client. */
+  readonly status: number;
+  /** True when the same call may succeed later without anyone changing anything. */
+  readonly retryable: boolean;
+  /** One line for docs and logs. */
+  readonly summary: string;
+}
+
+export const ERROR_CODES = {
+  INVALID_ARGUMENT: { status: 400, retryable: false, summary: 'An argument, option or configuration value is not acceptable.' },
+  SQLITE_TOO_OLD: { status: 500, retryable: false, summary: 'The linked SQLite is older than 3.51.3 and has the WAL-reset corruption bug.' },
+  IO_FAILED: { status: 500, retryable: true, summary: 'A file-system step failed; the operation label names which one.' },
+  DATABASE_CLOSED: { status: 409, retryable: false, summary: 'The database handle was closed or stopped after a fatal error.' },
+  READ_ONLY: { status: 409, retryable: false, summary: 'A write was sent to a read-only database (a replica).' },
+  FORMAT_UNSUPPORTED: { status: 422, retryable: false, summary: 'Bytes carry a format version or magic this build does not read.' },
+  RECORD_CORRUPT: { status: 422, retryable: false, summary: 'A transaction record, segment or unit failed its length or checksum test.' },
+  RECORD_FOREIGN: { status: 422, retryable: false, summary: 'Bytes belong to another database (database id differs).' },
+  RECORD_OUT_OF_ORDER: { status: 409, retryable: false, summary: 'A record does not follow the previous one (TXID gap, repeat or reorder).' },
+  STALE_EPOCH: { status: 409, retryable: false, summary: 'A record or write carries an epoch older than the one already seen: it comes from a deposed primary.' },
+  REPLICA_DIVERGED: { status: 409, retryable: false, summary: 'Applying a record would start from, or end on, a checksum other than the one the record states.' },
+  DATABASE_DIVERGED: { status: 409, retryable: false, summary: 'A database file matches no state its log describes (changed outside geodr, or its log was lost).' },
+  LOG_CORRUPT: { status: 500, retryable: false, summary: 'The local log is damaged before its tail, where a crash cannot have torn it.' },
+  LOG_GAP: { status: 409, retryable: false, summary: 'The history needed to reach a TXID has a hole; it is never crossed silently.' },
+  SNAPSHOT_CORRUPT: { status: 422, retryable: false, summary: 'A snapshot failed its checksum or structure test.' },
+  NO_SNAPSHOT: { status: 404, retryable: false, summary: 'No snapshot exists at or before the requested point.' },
+  TARGET_OUT_OF_RANGE: { status: 416, retryable: false, summary: 'The requested TXID or time lies outside the history that is kept.' },
+  INTEGRITY_CHECK_FAILED: { status: 500, retryable: false, summary: 'SQLite integrity_check did not report ok on a materialized or replicated file.' },
+  BUSY: { status: 503, retryable: true, summary: 'The database is busy with another exclusive step; try again.' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface ErrorContext {
+  /** Database name or id the error concerns. */
+  database?: string | undefined;
+  /** Transaction id the error concerns. */
+  txid?: number | undefined;
+  /** The file or object whose bytes were involved. */
+  object?: string | undefined;
+  /** The labelled step that was running, e.g. `log.append`. */
+  operation?: string | undefined;
+  /** Free-form facts (expected/actual checksums, ...). */
+  details?: Record<string, unknown> | undefined;
+}
+
+/**
+ * The error geodr throws. `code` is stable; `message` is for people.
+ *
+ * @example
+ * try { replica.apply(record) } catch (e) {
+ *   if (e instanceof GeodrError && e.code === 'REPLICA_DIVERGED') reseed()
+ * }
+ */
+export class GeodrError extends Error {
+  readonly code: ErrorCode;
+  readonly context: ErrorContext;
+  readonly retryable: boolean;
+  readonly status: number;
+
+  constructor(code: ErrorCode, message: string, context: ErrorContext = {}, options?: { cause?: unknown }) {
+    super(formatMessage(code, message, context), options);
+    this.name = 'GeodrError';
+    this.code = code;
+    this.context = context;
+    this.retryable = ERROR_CODES[code].retryable;
+    this.status = ERROR_CODES[code].status;
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { code: this.code, message: this.message, retryable: this.retryable, ...this.context };
+  }
+}
+
+function formatMessage(code: ErrorCode, message: string, ctx: ErrorContext): string {
+  const where: string[] = [];
+  if (ctx.database !== undefined) where.push(`database ${ctx.database}`);
+  if (ctx.txid !== undefined) where.push(`TXID ${ctx.txid}`);
+  if (ctx.object !== undefined) where.push(`object ${ctx.object}`);
+  if (ctx.operation !== undefined) where.push(`during ${ctx.operation}`);
+  return `${code}: ${message}${where.length > 0 ? ` (${where.join(', ')})` : ''}`;
+}
+
+/** True when `e` is a GeodrError, optionally of the given code. */
+export function isGeodrError(e: unknown, code?: ErrorCode): e is GeodrError {
+  return e instanceof GeodrError && (code === undefined || e.code === code);
+}
