@@ -145,13 +145,17 @@ export class NodeFs implements EngineFs {
   }
 }
 
-/** What a fault plan decides for one labelled call. */
-export type FaultAction = 'crash' | 'fail' | undefined;
+/**
+ * What a fault plan decides for one labelled call: `crash` kills the process before
+ * the step, `torn` (on writes) writes the first half and then kills, `fail` throws
+ * IO_FAILED, undefined lets the call through.
+ */
+export type FaultAction = 'crash' | 'torn' | 'fail' | undefined;
 
 /**
- * Wraps a real EngineFs and, at the calls its plan picks, either kills the
- * process with SIGKILL (a real crash, no cleanup) or throws IO_FAILED. It counts
- * what it did so tests can prove the fault fired.
+ * Wraps a real EngineFs and, at the calls its plan picks, kills the process with
+ * SIGKILL (a real crash: no cleanup, no flush) or throws IO_FAILED. It counts what
+ * it did so tests can prove the fault fired.
  */
 export class FaultFs implements EngineFs {
   /** Labels seen, in order (bounded to the last 1000). */
@@ -165,14 +169,15 @@ export class FaultFs implements EngineFs {
     private readonly onCrash: (op: string, call: number) => void = () => {},
   ) {}
 
-  private check(op: string): void {
+  private check(op: string, canTear = false): 'torn' | undefined {
     this.calls++;
     if (this.seen.length >= 1000) this.seen.shift();
     this.seen.push(op);
     const action = this.plan(op, this.calls);
-    if (action === undefined) return;
+    if (action === undefined) return undefined;
     this.fired++;
-    if (action === 'crash') {
+    if (action === 'torn' && canTear) return 'torn';
+    if (action === 'crash' || action === 'torn') {
       this.onCrash(op, this.calls);
       process.kill(process.pid, 'SIGKILL');
     }
@@ -190,12 +195,9 @@ export class FaultFs implements EngineFs {
     return this.inner.read(fd, buf, offset, length, position, op);
   }
   write(fd: number, buf: Uint8Array, position: number, op: string): void {
-    this.check(op);
-    // A crash in the middle of a write leaves part of it on disk: model that torn write.
-    const action = this.plan(`${op}#torn`, this.calls);
-    if (action === 'crash' && buf.length > 1) {
+    if (this.check(op, true) === 'torn') {
+      // A crash in the middle of a write leaves part of it on disk.
       this.inner.write(fd, buf.subarray(0, Math.max(1, buf.length >> 1)), position, op);
-      this.fired++;
       this.onCrash(`${op}#torn`, this.calls);
       process.kill(process.pid, 'SIGKILL');
     }
