@@ -52,7 +52,11 @@ export interface PrimaryOptions {
   checkpointFrames?: number;
   /** Clock for record timestamps (ms). */
   clock?: () => number;
-  /** Open SQLite through this URI instead of the plain path (e.g. to pass `psow=0`). */
+  /**
+   * Open SQLite through this URI instead of the plain path (e.g. to pass `psow=0`).
+   * better-sqlite3 honours URIs only when SQLITE_USE_URI=1 is in the environment
+   * before its first connection.
+   */
   connectionUri?: string;
   segmentBytes?: number;
 }
