@@ -88,7 +88,7 @@ export class LocalChain implements ChainSource {
   streamUnit(ref: UnitRef, onHeader: (h: RecordHeader) => void, onPages: (pages: Array<[number, Uint8Array]>) => void, onTimestamps?: (ts: number[]) => void): RecordHeader {
     const fd = this.efs.open(ref.object, 'r', 'chain.read');
     try {
-      const h = streamUnit(this.efs, fd, 0, { object: path.basename(ref.object), dbId: this.dbId }, onPages, 'chain.read', (hdr) => {
+      const h = streamUnit(this.efs, fd, 0, { object: ref.object, dbId: this.dbId }, onPages, 'chain.read', (hdr) => {
         if (hdr.baseTxid !== ref.baseTxid || hdr.txid !== ref.txid) {
           throw new GeodrError('RECORD_CORRUPT', `named for TXIDs ${ref.baseTxid}..${ref.txid} but holds ${hdr.baseTxid}..${hdr.txid}`, { object: ref.object, txid: hdr.txid });
         }
