@@ -31,7 +31,7 @@ const MIN_RUNS = 55;
 const MIN_CRASHES = 50;
 const MAX_RUNS = 90;
 const MIN_LABELS = 8;
-const ITERATIONS = 100;
+const ITERATIONS = 250;
 
 interface ChildRun {
   crashed: string | undefined;
