@@ -13,7 +13,7 @@ import { crc32 } from 'node:zlib';
 import { GeodrError } from '../errors.js';
 import type { Checksum } from './checksum.js';
 import type { EngineFs } from './fs.js';
-import { RECORD_HEADER_SIZE, dbIdBytes, decodeHeader, decodeRecord, type TxRecord } from './record.js';
+import { RECORD_HEADER_SIZE, dbIdBytes, decodeHeader, decodeRecord, encodeRecord, type TxRecord } from './record.js';
 import type { WalPosition } from './wal.js';
 
 const SEGMENT_MAGIC = 0x4744524c; // "GDRL"
@@ -51,8 +51,8 @@ function segmentName(first: number): string {
   return `${first.toString(16).padStart(16, '0')}.seg`;
 }
 
-function encodeWalPos(w: WalPosition | undefined): Buffer {
-  const b = Buffer.alloc(ENTRY_PREFIX_SIZE);
+function encodeWalPos(w: WalPosition | undefined, b: Buffer = Buffer.alloc(ENTRY_PREFIX_SIZE)): Buffer {
+  b.fill(0, 0, ENTRY_PREFIX_SIZE);
   if (w !== undefined) {
     b.writeUInt32BE(w.salt1, 0);
     b.writeUInt32BE(w.salt2, 4);
@@ -76,6 +76,15 @@ export class TxLog {
   private segments: Segment[] = [];
   private fd: number | undefined;
   private unsynced = false;
+  /**
+   * Entries appended but not yet written: they are written in one call at sync(), at
+   * rotation, before a read, or past 4 MiB. Losing them in a crash loses nothing,
+   * because the WAL still holds those commits (checkpoints sync the log first) and
+   * they are captured again at open.
+   */
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private pendingAt = 0;
   private lastTx: LoggedTx | undefined;
   private readonly segmentBytes: number;
   /** Bytes cut from a torn tail at open (0 when the log was clean). */
@@ -191,6 +200,7 @@ export class TxLog {
   }
 
   private newSegment(first: number): void {
+    this.writePending();
     if (this.fd !== undefined) this.efs.close(this.fd, 'log.rotate');
     const file = path.join(this.dir, segmentName(first));
     const h = Buffer.alloc(SEGMENT_HEADER_SIZE);
@@ -219,31 +229,43 @@ export class TxLog {
   }
 
   /**
-   * Appends one encoded record (not yet durable; call sync()). `rec` gives the
-   * facts kept in memory; `encoded` must be its encoding.
+   * Appends one record (not yet durable; call sync()) and returns its encoding.
    */
-  append(rec: Pick<TxRecord, 'txid' | 'baseTxid' | 'timestamp' | 'post' | 'epoch'>, encoded: Uint8Array, wal: WalPosition | undefined): void {
+  append(rec: TxRecord, wal: WalPosition | undefined): Buffer {
     const expect = this.lastTx === undefined ? undefined : this.lastTx.txid + 1;
     if ((expect !== undefined && rec.txid !== expect) || rec.baseTxid !== rec.txid - 1) {
       throw new GeodrError('RECORD_OUT_OF_ORDER', `append of TXID ${rec.txid} after ${this.lastTx?.txid ?? 'nothing'}`, { database: this.dbId, txid: rec.txid });
     }
-    const fd = this.currentFd(rec.txid);
+    this.currentFd(rec.txid);
     const seg = this.segments[this.segments.length - 1]!;
-    const entry = Buffer.allocUnsafe(ENTRY_PREFIX_SIZE + encoded.length);
-    encodeWalPos(wal).copy(entry, 0);
-    entry.set(encoded, ENTRY_PREFIX_SIZE);
-    this.efs.write(fd, entry, seg.size, 'log.append');
+    const entry = encodeRecord(rec, ENTRY_PREFIX_SIZE);
+    encodeWalPos(wal, entry);
+    if (this.pending.length === 0) this.pendingAt = seg.size;
+    this.pending.push(entry);
+    this.pendingBytes += entry.length;
     seg.offsets.push(seg.size);
     seg.timestamps.push(rec.timestamp);
     seg.size += entry.length;
     seg.last = rec.txid;
     this.lastTx = { txid: rec.txid, timestamp: rec.timestamp, post: rec.post, epoch: rec.epoch, wal };
     this.unsynced = true;
+    if (this.pendingBytes >= 4 << 20) this.writePending();
+    return entry.subarray(ENTRY_PREFIX_SIZE);
+  }
+
+  /** Writes buffered entries to the segment file (not yet fsynced). */
+  private writePending(): void {
+    if (this.pending.length === 0 || this.fd === undefined) return;
+    const buf = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.efs.write(this.fd, buf, this.pendingAt, 'log.append');
   }
 
   /** Makes every appended record durable. */
   sync(): void {
     if (!this.unsynced || this.fd === undefined) return;
+    this.writePending();
     this.efs.sync(this.fd, 'log.sync');
     this.unsynced = false;
   }
@@ -267,6 +289,7 @@ export class TxLog {
 
   /** Reads and verifies records with from ≤ TXID ≤ to. Throws LOG_GAP if any is missing. */
   *records(from: number, to: number): Generator<TxRecord> {
+    this.writePending();
     let txid = from;
     while (txid <= to) {
       const loc = this.locate(txid);
@@ -330,6 +353,7 @@ export class TxLog {
   }
 
   close(): void {
+    this.writePending();
     if (this.fd !== undefined) {
       this.sync();
       this.efs.close(this.fd, 'log.close');

@@ -15,10 +15,10 @@ import { NodeFs, type EngineFs } from './fs.js';
 import { TxLog } from './log.js';
 import { newDbId, readMeta, writeMeta, type DatabaseMeta } from './meta.js';
 import { hashLogicalDb, lockBytePage, writePages } from './pagefile.js';
-import { encodeRecord, type TxRecord } from './record.js';
+import type { TxRecord } from './record.js';
 import { writeFullSnapshot } from './snapshot.js';
-import { openConnection, type Connection } from './sqlite.js';
-import { scanWal, type WalCommit, type WalPosition } from './wal.js';
+import { openConnection, type Connection, type Statement } from './sqlite.js';
+import { scanWal, type WalCommit, type WalHeader, type WalPosition } from './wal.js';
 
 export type Durability = 'commit' | 'group';
 
@@ -48,7 +48,10 @@ export interface PrimaryOptions {
   pageSize?: number;
   /** auto_vacuum for a new database. */
   autoVacuum?: 'NONE' | 'FULL' | 'INCREMENTAL';
-  /** Checkpoint once the WAL holds this many frames (default 1000). 0 disables. */
+  /**
+   * Checkpoint once the WAL holds this many frames (default 4000). Each checkpoint
+   * costs an fsync of the log on top of SQLite's own, so not too often. 0 disables.
+   */
   checkpointFrames?: number;
   /** Clock for record timestamps (ms). */
   clock?: () => number;
@@ -101,6 +104,7 @@ export class PrimaryDatabase {
   private meta!: DatabaseMeta;
   private log!: TxLog;
   private conn!: Connection;
+  private txStatements: { begin: Statement; commit: Statement; rollback: Statement } | undefined;
   /**
    * A read-only connection held open for the database's lifetime. It serves reads,
    * and its shared lock keeps SQLite from checkpointing on close: after a failed
@@ -111,6 +115,8 @@ export class PrimaryDatabase {
   private walFd = -1;
   private hashes!: PageHashes;
   private walPos: WalPosition | undefined;
+  /** The WAL header as last read; cleared whenever SQLite may restart the WAL (checkpoint). */
+  private walHeader: WalHeader | undefined;
   private readonly walIndex = new Map<number, number>();
   private lastTxid = 0;
   private lastTs = 0;
@@ -302,6 +308,7 @@ export class PrimaryDatabase {
     }
     this.efs.sync(this.dbFd, 'primary.redo');
     this.conn = openConnection(this.opts.connectionUri ?? this.file);
+    this.txStatements = undefined;
     this.configureConnection();
     this.openGuard();
     this.walFd = this.efs.open(`${this.file}-wal`, 'rw', 'primary.open');
@@ -331,10 +338,30 @@ export class PrimaryDatabase {
     this.efs.step('primary.commit');
     // transaction:false runs fn in autocommit mode, for statements SQLite refuses inside a
     // transaction (VACUUM); each statement it runs then becomes its own record.
-    const result = options.transaction === false ? fn(this.conn) : this.conn.transaction(() => fn(this.conn)).immediate();
+    const result = options.transaction === false ? fn(this.conn) : this.inTransaction(fn);
     this.capture();
     this.maybeCheckpoint();
     return { result, txid: this.lastTxid };
+  }
+
+  /** BEGIN IMMEDIATE … COMMIT with statements prepared once (cheaper than a wrapper per call). */
+  private inTransaction<T>(fn: (conn: Connection) => T): T {
+    this.txStatements ??= {
+      begin: this.conn.prepare('BEGIN IMMEDIATE'),
+      commit: this.conn.prepare('COMMIT'),
+      rollback: this.conn.prepare('ROLLBACK'),
+    };
+    const st = this.txStatements;
+    st.begin.run();
+    let result: T;
+    try {
+      result = fn(this.conn);
+      st.commit.run();
+    } catch (e) {
+      if (this.conn.inTransaction) st.rollback.run();
+      throw e;
+    }
+    return result;
   }
 
   /** Runs `fn` with a read-only connection. */
@@ -351,7 +378,12 @@ export class PrimaryDatabase {
     this.ensureOpen();
     const out: TxRecord[] = [];
     try {
-      const scan = scanWal(this.efs, this.walFd, this.walPos, 'primary.capture');
+      let scan = scanWal(this.efs, this.walFd, this.walPos, 'primary.capture', this.walHeader);
+      if (this.walHeader !== undefined && scan.commits.length === 0 && scan.stoppedOnInvalidFrame) {
+        // The cached header may be stale if the WAL restarted: look again.
+        scan = scanWal(this.efs, this.walFd, this.walPos, 'primary.capture');
+      }
+      this.walHeader = scan.header;
       if (scan.header === undefined || scan.commits.length === 0) return out;
       if (this.walPos !== undefined && (scan.header.salt1 !== this.walPos.salt1 || scan.header.salt2 !== this.walPos.salt2)) {
         // SQLite restarted the WAL: everything in the old generation was checkpointed.
@@ -380,8 +412,7 @@ export class PrimaryDatabase {
           post: this.hashes.checksum(),
           pages,
         };
-        const encoded = encodeRecord(rec);
-        this.log.append(rec, encoded, c.end);
+        const encoded = this.log.append(rec, c.end);
         for (const [p, f] of c.frames) this.walIndex.set(p, f);
         if (shrank) for (const p of [...this.walIndex.keys()]) if (p > c.commitSize) this.walIndex.delete(p);
         this.walPos = c.end;
@@ -452,7 +483,7 @@ export class PrimaryDatabase {
   }
 
   private maybeCheckpoint(): void {
-    const limit = this.opts.checkpointFrames ?? 1000;
+    const limit = this.opts.checkpointFrames ?? 4000;
     if (limit > 0 && this.walPos !== undefined && this.walPos.frame >= limit) this.checkpoint();
   }
 
@@ -468,9 +499,14 @@ export class PrimaryDatabase {
       this.flush();
       this.efs.step('primary.checkpoint');
       const rows = this.conn.pragma('wal_checkpoint(TRUNCATE)') as Array<{ busy: number }>;
-      if (rows[0]?.busy !== 0) return false;
+      if (rows[0]?.busy !== 0) {
+        // A partial checkpoint may still let the next writer restart the WAL.
+        this.walHeader = undefined;
+        return false;
+      }
       this.walIndex.clear();
       this.walPos = undefined;
+      this.walHeader = undefined;
       this.checkpoints++;
       return true;
     } catch (e) {

@@ -168,15 +168,20 @@ export function decodeHeader(h: Uint8Array, expect: DecodeExpectations): RecordH
   return header;
 }
 
-/** Encodes a unit into one buffer. */
-export function encodeRecord(r: TxRecord): Buffer {
-  const ts = r.timestamps.length > 0 ? encodeVarints(r.timestamps) : Buffer.alloc(0);
+/**
+ * Encodes a unit into one buffer. With `reserve` > 0 the buffer starts with that many
+ * spare bytes (for a caller's prefix) and the record follows them, saving a copy.
+ */
+export function encodeRecord(r: TxRecord, reserve = 0): Buffer {
+  const ts = r.timestamps.length > 0 ? encodeVarints(r.timestamps) : undefined;
+  const tsLen = ts?.length ?? 0;
   const entry = 4 + r.pageSize;
-  const total = RECORD_HEADER_SIZE + ts.length + r.pages.length * entry + 4;
-  const buf = Buffer.allocUnsafe(total);
-  encodeHeader(r, r.pages.length, ts.length, total).copy(buf, 0);
-  ts.copy(buf, RECORD_HEADER_SIZE);
-  let off = RECORD_HEADER_SIZE + ts.length;
+  const total = RECORD_HEADER_SIZE + tsLen + r.pages.length * entry + 4;
+  const whole = Buffer.allocUnsafe(reserve + total);
+  const buf = whole.subarray(reserve);
+  encodeHeader(r, r.pages.length, tsLen, total).copy(buf, 0);
+  if (ts !== undefined) ts.copy(buf, RECORD_HEADER_SIZE);
+  let off = RECORD_HEADER_SIZE + tsLen;
   for (const [pgno, image] of r.pages) {
     if (image.length !== r.pageSize) throw new GeodrError('INVALID_ARGUMENT', `page ${pgno} is ${image.length} bytes, page size is ${r.pageSize}`, { txid: r.txid });
     buf.writeUInt32BE(pgno, off);
@@ -184,7 +189,7 @@ export function encodeRecord(r: TxRecord): Buffer {
     off += entry;
   }
   buf.writeUInt32BE(crc32(buf.subarray(0, off)), off);
-  return buf;
+  return whole;
 }
 
 /**

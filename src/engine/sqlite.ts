@@ -3,6 +3,7 @@ import Database from 'better-sqlite3';
 import { GeodrError } from '../errors.js';
 
 export type Connection = Database.Database;
+export type Statement = Database.Statement;
 
 /** 3.51.3 fixed a WAL-reset bug that corrupts databases (present since 3.7.0). */
 export const MIN_SQLITE_VERSION = '3.51.3';

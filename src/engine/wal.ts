@@ -94,82 +94,110 @@ export interface WalScan {
   header: WalHeader | undefined;
   /** Committed transactions after the starting position, in order. */
   commits: WalCommit[];
+  /** True when a whole frame was found that failed the salt or checksum test. */
+  stoppedOnInvalidFrame: boolean;
 }
 
 export function walFrameOffset(frame: number, pageSize: number): number {
   return WAL_HEADER_SIZE + (frame - 1) * (WAL_FRAME_HEADER_SIZE + pageSize);
 }
 
+/** Reads and verifies the WAL header; undefined when there is no valid one. */
+export function readWalHeader(efs: EngineFs, fd: number, op = 'wal.read'): WalHeader | undefined {
+  const headBuf = Buffer.alloc(WAL_HEADER_SIZE);
+  const got = efs.read(fd, headBuf, 0, WAL_HEADER_SIZE, 0, op);
+  return got === WAL_HEADER_SIZE ? parseWalHeader(headBuf) : undefined;
+}
+
+const CHUNK_BYTES = 256 * 1024;
+
 /**
  * Reads the committed transactions of the current WAL generation that lie after `from`.
  * When `from` belongs to another generation (different salts) or is absent, scanning
- * starts at the first frame.
+ * starts at the first frame. A caller that knows the header (nothing restarted the WAL
+ * since it read it) may pass it to save a read.
  */
-export function scanWal(efs: EngineFs, fd: number, from: WalPosition | undefined, op = 'wal.read'): WalScan {
-  const headBuf = Buffer.alloc(WAL_HEADER_SIZE);
-  const got = efs.read(fd, headBuf, 0, WAL_HEADER_SIZE, 0, op);
-  const header = got === WAL_HEADER_SIZE ? parseWalHeader(headBuf) : undefined;
-  if (header === undefined) return { header, commits: [] };
+export function scanWal(efs: EngineFs, fd: number, from: WalPosition | undefined, op = 'wal.read', knownHeader?: WalHeader): WalScan {
+  const header = knownHeader ?? readWalHeader(efs, fd, op);
+  if (header === undefined) return { header, commits: [], stoppedOnInvalidFrame: false };
   const sameGeneration = from !== undefined && from.salt1 === header.salt1 && from.salt2 === header.salt2;
   const pos: WalPosition = sameGeneration
     ? { ...from }
     : { salt1: header.salt1, salt2: header.salt2, frame: 0, cksum1: header.cksum1, cksum2: header.cksum2 };
 
   const frameSize = WAL_FRAME_HEADER_SIZE + header.pageSize;
-  const start = walFrameOffset(pos.frame + 1, header.pageSize);
-  const fileSize = efs.size(fd);
-  const available = Math.floor(Math.max(0, fileSize - start) / frameSize);
+  // Start small (most captures find one short transaction) and grow for long tails.
+  const maxChunkFrames = Math.max(4, Math.floor(CHUNK_BYTES / frameSize));
+  let chunkFrames = 4;
   const commits: WalCommit[] = [];
-  if (available === 0) return { header, commits };
-  const buf = Buffer.allocUnsafe(available * frameSize);
-  const n = efs.read(fd, buf, 0, buf.length, start, op);
-  const frames = Math.floor(n / frameSize);
-
   let s1 = pos.cksum1;
   let s2 = pos.cksum2;
   let pending = new Map<number, Uint8Array>();
   let pendingFrames = new Map<number, number>();
   let prevCommit: { pgno: number; commitSize: number; page: Uint8Array } | undefined;
-  for (let i = 0; i < frames; i++) {
-    const off = i * frameSize;
-    const fh = buf.subarray(off, off + WAL_FRAME_HEADER_SIZE);
-    const dv = new DataView(fh.buffer, fh.byteOffset, WAL_FRAME_HEADER_SIZE);
-    const pgno = dv.getUint32(0);
-    const commitSize = dv.getUint32(4);
-    if (pgno === 0 || dv.getUint32(8) !== header.salt1 || dv.getUint32(12) !== header.salt2) break;
-    const page = buf.subarray(off + WAL_FRAME_HEADER_SIZE, off + frameSize);
-    [s1, s2] = walChecksum(fh.subarray(0, 8), header.bigEndianChecksums, s1, s2);
-    [s1, s2] = walChecksum(page, header.bigEndianChecksums, s1, s2);
-    if (s1 !== dv.getUint32(16) || s2 !== dv.getUint32(20)) break;
-    const frameNo = pos.frame + i + 1;
-    pending.set(pgno, page);
-    pendingFrames.set(pgno, frameNo);
-    if (commitSize === 0) continue;
-    const end: WalPosition = { salt1: header.salt1, salt2: header.salt2, frame: frameNo, cksum1: s1, cksum2: s2 };
-    // With synchronous=FULL and no power-safe overwrite SQLite pads to a sector boundary
-    // by writing the commit frame again; such a copy is not a new transaction.
-    const isPadding =
-      pending.size === 1 &&
-      prevCommit !== undefined &&
-      prevCommit.pgno === pgno &&
-      prevCommit.commitSize === commitSize &&
-      Buffer.compare(prevCommit.page, page) === 0 &&
-      commits.length > 0 &&
-      commits[commits.length - 1]!.end.frame === frameNo - 1;
-    if (isPadding) {
-      commits[commits.length - 1]!.end = end;
-    } else {
-      for (const p of pending.keys()) {
-        if (p > commitSize) {
-          pending.delete(p);
-          pendingFrames.delete(p);
-        }
+  let frameNo = pos.frame;
+  let stoppedOnInvalidFrame = false;
+  // Read in chunks until a short read: no fstat needed, and big tails are not one allocation.
+  for (;;) {
+    const buf = Buffer.allocUnsafe(chunkFrames * frameSize);
+    const n = efs.read(fd, buf, 0, buf.length, walFrameOffset(frameNo + 1, header.pageSize), op);
+    const frames = Math.floor(n / frameSize);
+    let valid = true;
+    for (let i = 0; i < frames; i++) {
+      const off = i * frameSize;
+      const fh = buf.subarray(off, off + WAL_FRAME_HEADER_SIZE);
+      const dv = new DataView(fh.buffer, fh.byteOffset, WAL_FRAME_HEADER_SIZE);
+      const pgno = dv.getUint32(0);
+      const commitSize = dv.getUint32(4);
+      if (pgno === 0 || dv.getUint32(8) !== header.salt1 || dv.getUint32(12) !== header.salt2) {
+        valid = false;
+        break;
       }
-      commits.push({ pages: pending, frames: pendingFrames, commitSize, end });
+      const page = buf.subarray(off + WAL_FRAME_HEADER_SIZE, off + frameSize);
+      [s1, s2] = walChecksum(fh.subarray(0, 8), header.bigEndianChecksums, s1, s2);
+      [s1, s2] = walChecksum(page, header.bigEndianChecksums, s1, s2);
+      if (s1 !== dv.getUint32(16) || s2 !== dv.getUint32(20)) {
+        valid = false;
+        break;
+      }
+      frameNo++;
+      pending.set(pgno, page);
+      pendingFrames.set(pgno, frameNo);
+      if (commitSize === 0) continue;
+      const end: WalPosition = { salt1: header.salt1, salt2: header.salt2, frame: frameNo, cksum1: s1, cksum2: s2 };
+      // With synchronous=FULL and no power-safe overwrite SQLite pads to a sector boundary
+      // by writing the commit frame again; such a copy is not a new transaction.
+      const isPadding =
+        pending.size === 1 &&
+        prevCommit !== undefined &&
+        prevCommit.pgno === pgno &&
+        prevCommit.commitSize === commitSize &&
+        Buffer.compare(prevCommit.page, page) === 0 &&
+        commits.length > 0 &&
+        commits[commits.length - 1]!.end.frame === frameNo - 1;
+      if (isPadding) {
+        commits[commits.length - 1]!.end = end;
+      } else {
+        for (const p of pending.keys()) {
+          if (p > commitSize) {
+            pending.delete(p);
+            pendingFrames.delete(p);
+          }
+        }
+        commits.push({ pages: pending, frames: pendingFrames, commitSize, end });
+      }
+      prevCommit = { pgno, commitSize, page };
+      pending = new Map();
+      pendingFrames = new Map();
     }
-    prevCommit = { pgno, commitSize, page };
-    pending = new Map();
-    pendingFrames = new Map();
+    if (!valid) {
+      stoppedOnInvalidFrame = true;
+      break;
+    }
+    if (n < buf.length) break;
+    chunkFrames = Math.min(maxChunkFrames, chunkFrames * 4);
+    // Frames of a transaction still open at the end of a chunk continue in the next one;
+    // their images stay valid because every chunk is a fresh buffer.
   }
-  return { header, commits };
+  return { header, commits, stoppedOnInvalidFrame };
 }
