@@ -58,6 +58,8 @@ async function main(): Promise<void> {
   let maxLag = 0;
   primary.onRecord((r) => pending.push(r));
   const follow = (): void => {
+    // Listeners only receive durable records; flush hands over what group commit holds.
+    primary.flush();
     if (pending.length === 0) return;
     const batch = pending;
     pending = [];

@@ -12,7 +12,7 @@ import { LocalChain } from './chain.js';
 import { checksumHex } from './checksum.js';
 import { compact } from './compact.js';
 import { NodeFs } from './fs.js';
-import { TxLog } from './log.js';
+import { SEGMENT_HEADER_SIZE, TxLog } from './log.js';
 import { materialize } from './materialize.js';
 import { PrimaryDatabase } from './primary.js';
 import { decodeRecord, encodeRecord, type TxRecord } from './record.js';
@@ -147,6 +147,30 @@ test('damage inside the log before its tail is LOG_CORRUPT; a torn tail is cut',
     buf[100]! ^= 0x10;
     fs.writeFileSync(mid, buf);
     assert.throws(() => TxLog.open(efs, logDir, readDbId(a.stateDir)), (e) => isGeodrError(e, 'LOG_CORRUPT') && e.context.object === segs[0]);
+  } finally {
+    cleanup();
+  }
+});
+
+test('damage followed by valid records in the newest segment is refused, and nothing is cut', () => {
+  const { dir, cleanup } = tempDir();
+  const p = PrimaryDatabase.open({ file: path.join(dir, 'one.db') });
+  try {
+    p.write((c) => c.exec('create table t(v)'));
+    for (let i = 0; i < 20; i++) p.write((c) => c.prepare('insert into t values (?)').run(i));
+  } finally {
+    p.close();
+  }
+  try {
+    const logDir = path.join(dir, 'one.db.geodr', 'log');
+    const segs = fs.readdirSync(logDir);
+    assert.equal(segs.length, 1);
+    const seg = path.join(logDir, segs[0]!);
+    const bytes = fs.readFileSync(seg);
+    bytes[SEGMENT_HEADER_SIZE + 200]! ^= 0x01;
+    fs.writeFileSync(seg, bytes);
+    assert.throws(() => TxLog.open(efs, logDir, readDbId(path.join(dir, 'one.db.geodr'))), (e) => isGeodrError(e, 'LOG_CORRUPT') && e.context.txid === 1);
+    assert.equal(fs.statSync(seg).size, bytes.length, 'nothing was cut');
   } finally {
     cleanup();
   }

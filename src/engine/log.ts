@@ -13,7 +13,7 @@ import { crc32 } from 'node:zlib';
 import { GeodrError } from '../errors.js';
 import type { Checksum } from './checksum.js';
 import type { EngineFs } from './fs.js';
-import { RECORD_HEADER_SIZE, dbIdBytes, decodeHeader, decodeRecord, encodeRecord, type TxRecord } from './record.js';
+import { RECORD_HEADER_SIZE, RECORD_MAGIC, dbIdBytes, decodeHeader, decodeRecord, encodeRecord, type TxRecord } from './record.js';
 import type { WalPosition } from './wal.js';
 
 const SEGMENT_MAGIC = 0x4744524c; // "GDRL"
@@ -172,13 +172,18 @@ export class TxLog {
               else if (isLast) rec = decodeRecord(buf.subarray(off + ENTRY_PREFIX_SIZE, off + ENTRY_PREFIX_SIZE + len), { object, dbId: this.dbId });
               else rec = { ...h, timestamps: [], pages: [] };
             } catch (e) {
-              if (e instanceof GeodrError && e.code === 'RECORD_FOREIGN') throw e;
-              bad = e instanceof Error ? e.message : String(e);
+              // Only damage can be a torn tail; a foreign or newer-format record is an error as it is.
+              if (!(e instanceof GeodrError && e.code === 'RECORD_CORRUPT')) throw e;
+              bad = e.message;
             }
           }
         }
         if (bad !== undefined || rec === undefined) {
-          if (!isLast) throw new GeodrError('LOG_CORRUPT', `damaged entry before the tail: ${bad ?? 'unreadable'}`, { object, database: this.dbId, txid: expectTxid });
+          // A crash tears only the end of the file. Damage with a whole, valid entry after
+          // it is something else, and cutting there would drop acknowledged records.
+          if (!isLast || this.validEntryAfter(buf, off, object)) {
+            throw new GeodrError('LOG_CORRUPT', `damaged entry before the tail: ${bad ?? 'unreadable'}`, { object, database: this.dbId, txid: expectTxid });
+          }
           // A torn tail from a crash mid-append: never acknowledged, so cut it.
           this.tornBytesCut = size - off;
           efs.truncate(fd, off, 'log.cut');
@@ -197,6 +202,24 @@ export class TxLog {
     } finally {
       if (open) efs.close(fd, 'log.close');
     }
+  }
+
+  /** True when a complete, valid record starts somewhere after the entry at `off`. */
+  private validEntryAfter(buf: Buffer, off: number, object: string): boolean {
+    const magic = Buffer.alloc(4);
+    magic.writeUInt32BE(RECORD_MAGIC, 0);
+    for (let i = buf.indexOf(magic, off + ENTRY_PREFIX_SIZE + 1); i >= 0; i = buf.indexOf(magic, i + 1)) {
+      try {
+        const h = decodeHeader(buf.subarray(i), { object, dbId: this.dbId });
+        if (i + h.totalLength <= buf.length) {
+          decodeRecord(buf.subarray(i, i + h.totalLength), { object, dbId: this.dbId });
+          return true;
+        }
+      } catch {
+        // Not a record: keep looking.
+      }
+    }
+    return false;
   }
 
   private newSegment(first: number): void {
@@ -352,10 +375,11 @@ export class TxLog {
     return removed;
   }
 
-  close(): void {
-    this.writePending();
+  /** Closes the log; with `sync` false (after a failure) nothing more is written. */
+  close(sync = true): void {
+    if (sync) this.writePending();
     if (this.fd !== undefined) {
-      this.sync();
+      if (sync) this.sync();
       this.efs.close(this.fd, 'log.close');
       this.fd = undefined;
     }

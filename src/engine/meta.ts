@@ -45,10 +45,20 @@ export function readMeta(efs: EngineFs, stateDir: string): DatabaseMeta | undefi
   }
   const m = raw as { format?: unknown; dbId?: unknown; role?: unknown; epoch?: unknown; pageSize?: unknown; base?: { txid?: unknown; checksum?: unknown; timestamp?: unknown } };
   if (m.format !== META_FORMAT) throw new GeodrError('FORMAT_UNSUPPORTED', `meta format ${String(m.format)}; this build reads ${META_FORMAT}`, { object: file });
-  if (typeof m.dbId !== 'string' || (m.role !== 'primary' && m.role !== 'replica') || typeof m.epoch !== 'number' || typeof m.pageSize !== 'number' || typeof m.base?.txid !== 'number' || typeof m.base.checksum !== 'string' || typeof m.base.timestamp !== 'number') {
+  if (
+    typeof m.dbId !== 'string' ||
+    !/^[0-9a-f]{32}$/.test(m.dbId) ||
+    (m.role !== 'primary' && m.role !== 'replica') ||
+    !Number.isSafeInteger(m.epoch) ||
+    typeof m.pageSize !== 'number' ||
+    !Number.isSafeInteger(m.base?.txid) ||
+    typeof m.base?.checksum !== 'string' ||
+    !/^[0-9a-f]{16}$/.test(m.base.checksum) ||
+    typeof m.base.timestamp !== 'number'
+  ) {
     throw new GeodrError('FORMAT_UNSUPPORTED', 'meta file lacks required fields', { object: file });
   }
-  return { dbId: m.dbId, role: m.role, epoch: m.epoch, pageSize: m.pageSize, base: { txid: m.base.txid, checksum: checksumFromHex(m.base.checksum), timestamp: m.base.timestamp } };
+  return { dbId: m.dbId, role: m.role, epoch: m.epoch as number, pageSize: m.pageSize, base: { txid: m.base.txid as number, checksum: checksumFromHex(m.base.checksum), timestamp: m.base.timestamp } };
 }
 
 export function writeMeta(efs: EngineFs, stateDir: string, meta: DatabaseMeta): void {

@@ -125,6 +125,8 @@ export class PrimaryDatabase {
   private failure: unknown;
   private closed = false;
   private readonly listeners = new Set<RecordListener>();
+  /** Captured records not yet handed to listeners: they only ever see durable records. */
+  private undelivered: Array<[TxRecord, Buffer]> = [];
   private syncTimer: NodeJS.Timeout | undefined;
   private durableTxid = 0;
   private readonly waiters: Array<{ txid: number; resolve: () => void; reject: (e: unknown) => void }> = [];
@@ -205,7 +207,19 @@ export class PrimaryDatabase {
     this.configureConnection();
     this.conn.pragma('wal_checkpoint(TRUNCATE)');
     const pageSize = Number(this.conn.pragma('page_size', { simple: true }));
-    // Leftovers of an initialisation that crashed before writing meta belong to no lineage.
+    // An initialisation that crashed before writing meta leaves at most the base snapshot;
+    // anything more means meta.json was lost, and history is never deleted to recover.
+    const leftovers = [
+      ...this.efs.readdir(path.join(this.stateDir, 'log')),
+      ...this.efs.readdir(path.join(this.stateDir, 'levels')),
+      ...this.efs.readdir(path.join(this.stateDir, 'snapshots')).filter((n) => !n.startsWith('0000000000000000.full')),
+    ];
+    if (leftovers.length > 0) {
+      throw new GeodrError('DATABASE_DIVERGED', `the state directory holds history (${leftovers.slice(0, 3).join(', ')}) but no meta.json; restore meta.json or move the directory aside`, {
+        database: this.name,
+        object: this.stateDir,
+      });
+    }
     for (const sub of ['log', 'snapshots', 'levels']) this.efs.unlink(path.join(this.stateDir, sub), 'primary.init');
     const fd = this.efs.open(this.file, 'r', 'primary.init');
     try {
@@ -419,7 +433,7 @@ export class PrimaryDatabase {
         this.lastTxid = txid;
         this.lastTs = ts;
         out.push(rec);
-        for (const l of this.listeners) l(rec, encoded);
+        if (this.listeners.size > 0) this.undelivered.push([rec, encoded]);
       }
       if (this.opts.strict === true) this.verify();
       if (this.durability === 'commit') this.flush();
@@ -442,10 +456,21 @@ export class PrimaryDatabase {
     return full.checksum();
   }
 
-  /** Fsyncs the log now and resolves waiters. */
+  /** Fsyncs the log now, resolves waiters and hands the now durable records to listeners. */
   flush(): void {
-    this.log.sync();
+    try {
+      this.log.sync();
+    } catch (e) {
+      // After a failed fsync the kernel may have dropped the pages; a retry that "succeeds"
+      // proves nothing. Stop, and let the next open reconcile from what is on disk.
+      this.fail(e);
+    }
     this.durableTxid = this.lastTxid;
+    if (this.undelivered.length > 0) {
+      const batch = this.undelivered;
+      this.undelivered = [];
+      for (const [rec, enc] of batch) for (const l of this.listeners) l(rec, enc);
+    }
     if (this.syncTimer !== undefined) {
       clearTimeout(this.syncTimer);
       this.syncTimer = undefined;
@@ -617,21 +642,24 @@ export class PrimaryDatabase {
       if (this.walFd >= 0) this.efs.close(this.walFd, 'primary.close');
       this.dbFd = -1;
       this.walFd = -1;
-      this.log?.close();
+      this.log?.close(this.failure === undefined);
     }
   }
 
   /** Captures and syncs everything, checkpoints, and closes. */
   close(): void {
     if (this.closed) return;
-    if (this.failure === undefined) {
-      this.capture();
-      this.flush();
-      if (this.pins === 0) this.checkpoint();
+    try {
+      if (this.failure === undefined) {
+        this.capture();
+        this.flush();
+        if (this.pins === 0) this.checkpoint();
+      }
+    } finally {
+      this.closed = true;
+      if (this.syncTimer !== undefined) clearTimeout(this.syncTimer);
+      for (const w of this.waiters.splice(0)) w.reject(new GeodrError('DATABASE_CLOSED', 'closed before the write was durable', { database: this.name, txid: w.txid }));
+      this.closeHandles();
     }
-    this.closed = true;
-    if (this.syncTimer !== undefined) clearTimeout(this.syncTimer);
-    for (const w of this.waiters.splice(0)) w.reject(new GeodrError('DATABASE_CLOSED', 'closed before the write was durable', { database: this.name, txid: w.txid }));
-    this.closeHandles();
   }
 }

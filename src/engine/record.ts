@@ -60,10 +60,10 @@ function encodeVarints(values: number[]): Buffer {
   const out: number[] = [];
   let prev = 0;
   for (const v of values) {
-    let d = v - prev;
-    prev = v;
-    // Timestamps are monotonic per database, so deltas are small and never negative.
-    if (d < 0) d = 0;
+    // Timestamps are monotonic per database; a step backwards is clamped to zero so the
+    // decoder, which adds deltas, reproduces exactly what is stored.
+    let d = Math.max(0, v - prev);
+    prev += d;
     while (d >= 0x80) {
       out.push((d % 0x80) | 0x80);
       d = Math.floor(d / 0x80);
@@ -138,8 +138,11 @@ export function decodeHeader(h: Uint8Array, expect: DecodeExpectations): RecordH
   const dv = new DataView(h.buffer, h.byteOffset, RECORD_HEADER_SIZE);
   if (dv.getUint32(0) !== RECORD_MAGIC) throw new GeodrError('RECORD_CORRUPT', 'bad magic: not a geodr transaction record', { object });
   const version = dv.getUint16(4);
+  // CRC first: a flipped version byte is corruption, not a format from the future.
+  if (dv.getUint32(92) !== crc32(h.subarray(0, 92))) {
+    throw new GeodrError('RECORD_CORRUPT', version === RECORD_VERSION ? 'header checksum mismatch' : `header checksum mismatch (version field reads ${version})`, { object });
+  }
   if (version !== RECORD_VERSION) throw new GeodrError('FORMAT_UNSUPPORTED', `record format version ${version}; this build reads ${RECORD_VERSION}`, { object });
-  if (dv.getUint32(92) !== crc32(h.subarray(0, 92))) throw new GeodrError('RECORD_CORRUPT', 'header checksum mismatch', { object });
   const txid = readU64(dv, 48);
   const dbId = Buffer.from(h.subarray(16, 32)).toString('hex');
   if (expect.dbId !== undefined && dbId !== expect.dbId) {

@@ -106,6 +106,21 @@ test('a database written behind geodr\'s back is refused as diverged', () => {
   }
 });
 
+test('a state directory with history but no meta.json is refused, not wiped', () => {
+  const { dir, cleanup } = tempDir();
+  const file = path.join(dir, 'p.db');
+  try {
+    const p = PrimaryDatabase.open({ file });
+    p.write((c) => c.exec('create table t(v)'));
+    p.close();
+    fs.rmSync(path.join(`${file}.geodr`, 'meta.json'));
+    assert.throws(() => PrimaryDatabase.open({ file }), (e) => isGeodrError(e, 'DATABASE_DIVERGED') && e.message.includes('meta.json'));
+    assert.ok(fs.readdirSync(path.join(`${file}.geodr`, 'log')).length > 0, 'the log is still there');
+  } finally {
+    cleanup();
+  }
+});
+
 test('after a failed capture the database stops, and reopening recovers the commit', () => {
   const { dir, cleanup } = tempDir();
   const file = path.join(dir, 'p.db');

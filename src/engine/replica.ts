@@ -177,12 +177,14 @@ export class ReplicaDatabase {
     // State before meta: meta is what makes the replica exist.
     const stateFile = path.join(r.stateDir, 'replica.state');
     const sfd2 = efs.open(stateFile, 'w+', 'replica.state.write');
-    efs.write(sfd2, encodeState(meta.dbId, 1, pos), 0, 'replica.state.write');
+    // Slot (seq % 2): seq 1 lives in the second slot, so the first apply (seq 2) never overwrites the only valid one.
+    efs.write(sfd2, encodeState(meta.dbId, 1, pos), STATE_SLOT, 'replica.state.write');
     efs.sync(sfd2, 'replica.state.sync');
     efs.close(sfd2, 'replica.state.write');
     efs.rename(tmp, r.file, 'replica.seed.publish');
     efs.unlink(`${r.file}-wal`, 'replica.seed.publish');
     efs.unlink(`${r.file}-journal`, 'replica.seed.publish');
+    efs.syncDir(path.dirname(r.file), 'replica.seed.publish');
     writeMeta(efs, r.stateDir, meta);
     r.start();
     return r;
