@@ -391,7 +391,14 @@ export class ReplicaDatabase {
   /** Runs `fn` with a read-only connection; it sees whole transactions only. */
   read<T>(fn: (conn: Connection) => T): T {
     this.ensureOpen();
-    return fn(this.readerConn());
+    try {
+      return fn(this.readerConn());
+    } catch (e) {
+      if ((e as { code?: string }).code?.startsWith('SQLITE_READONLY') === true) {
+        throw new GeodrError('READ_ONLY', 'a replica is read-only; write to its primary', { database: this.name, txid: this.pos.txid }, { cause: e });
+      }
+      throw e;
+    }
   }
 
   /**
