@@ -433,7 +433,8 @@ export class PrimaryDatabase {
         this.lastTxid = txid;
         this.lastTs = ts;
         out.push(rec);
-        if (this.listeners.size > 0) this.undelivered.push([rec, encoded]);
+        // The log's encoding is a view into its write buffer: listeners get their own copy.
+        if (this.listeners.size > 0) this.undelivered.push([rec, Buffer.from(encoded)]);
       }
       if (this.opts.strict === true) this.verify();
       if (this.durability === 'commit') this.flush();

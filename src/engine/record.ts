@@ -94,9 +94,9 @@ function decodeVarints(buf: Uint8Array, count: number): number[] | undefined {
 }
 
 /** The fixed-size header, with its own CRC so a reader can trust lengths before reading on. */
-export function encodeHeader(r: Omit<TxRecord, 'pages'>, pageCount: number, tsBytes: number, totalLength: number): Buffer {
-  const h = Buffer.alloc(RECORD_HEADER_SIZE);
-  const dv = new DataView(h.buffer, h.byteOffset, h.length);
+export function encodeHeader(r: Omit<TxRecord, 'pages'>, pageCount: number, tsBytes: number, totalLength: number, into?: Buffer): Buffer {
+  const h = into === undefined ? Buffer.alloc(RECORD_HEADER_SIZE) : into.subarray(0, RECORD_HEADER_SIZE);
+  const dv = new DataView(h.buffer, h.byteOffset, RECORD_HEADER_SIZE);
   dv.setUint32(0, RECORD_MAGIC);
   dv.setUint16(4, RECORD_VERSION);
   dv.setUint16(6, r.full ? FLAG_FULL : 0);
@@ -171,18 +171,28 @@ export function decodeHeader(h: Uint8Array, expect: DecodeExpectations): RecordH
   return header;
 }
 
-/**
- * Encodes a unit into one buffer. With `reserve` > 0 the buffer starts with that many
- * spare bytes (for a caller's prefix) and the record follows them, saving a copy.
- */
-export function encodeRecord(r: TxRecord, reserve = 0): Buffer {
+/** Bytes {@link encodeRecord} produces for `r` (timestamps section aside). */
+export function encodedLength(r: TxRecord): number {
+  return RECORD_HEADER_SIZE + r.pages.length * (4 + r.pageSize) + 4;
+}
+
+/** Encodes a unit into one new buffer. */
+export function encodeRecord(r: TxRecord): Buffer {
   const ts = r.timestamps.length > 0 ? encodeVarints(r.timestamps) : undefined;
+  const buf = Buffer.allocUnsafe(encodedLength(r) + (ts?.length ?? 0));
+  encodeRecordInto(r, buf, ts);
+  return buf;
+}
+
+/**
+ * Encodes a unit at the start of `buf` (which must be large enough) and returns its
+ * length. The log encodes straight into its write buffer this way, with no allocation.
+ */
+export function encodeRecordInto(r: TxRecord, buf: Buffer, ts: Buffer | undefined = r.timestamps.length > 0 ? encodeVarints(r.timestamps) : undefined): number {
   const tsLen = ts?.length ?? 0;
   const entry = 4 + r.pageSize;
   const total = RECORD_HEADER_SIZE + tsLen + r.pages.length * entry + 4;
-  const whole = Buffer.allocUnsafe(reserve + total);
-  const buf = whole.subarray(reserve);
-  encodeHeader(r, r.pages.length, tsLen, total).copy(buf, 0);
+  encodeHeader(r, r.pages.length, tsLen, total, buf);
   if (ts !== undefined) ts.copy(buf, RECORD_HEADER_SIZE);
   let off = RECORD_HEADER_SIZE + tsLen;
   for (const [pgno, image] of r.pages) {
@@ -192,7 +202,7 @@ export function encodeRecord(r: TxRecord, reserve = 0): Buffer {
     off += entry;
   }
   buf.writeUInt32BE(crc32(buf.subarray(0, off)), off);
-  return whole;
+  return total;
 }
 
 /**
