@@ -142,6 +142,16 @@ test('damage inside the log before its tail is LOG_CORRUPT; a torn tail is cut',
     assert.equal(log.lastTxid, last - 1);
     assert.ok(log.tornBytesCut > 0);
     log.close();
+    // Deep in an older segment: opening indexes it from its header, reading it finds the damage.
+    const older = path.join(logDir, segs[1]!);
+    const original = fs.readFileSync(older);
+    const deep = Buffer.from(original);
+    deep[deep.length - 300]! ^= 0x40;
+    fs.writeFileSync(older, deep);
+    const lazy = TxLog.open(efs, logDir, readDbId(a.stateDir));
+    assert.throws(() => [...lazy.records(lazy.firstTxid!, lazy.lastTxid!)], (e) => e instanceof GeodrError && ['RECORD_CORRUPT', 'LOG_CORRUPT'].includes(e.code) && e.context.object === segs[1]);
+    lazy.close();
+    fs.writeFileSync(older, original);
     // Middle: a flipped byte in an older segment is not something a crash does.
     const mid = path.join(logDir, segs[0]!);
     const buf = fs.readFileSync(mid);

@@ -205,7 +205,7 @@ test('replicas and restores equal the primary at every TXID under random workloa
         const picks = new Set([0, p.txid, txids[Math.floor(txids.length / 2)]!, txids[txids.length - 2] ?? 0]);
         for (const txid of picks) {
           const out = path.join(dir, `m${txid}.db`);
-          const m = materialize({ source: chain, target: { txid }, out, efs });
+          const m = materialize({ source: chain, target: { txid }, out, efs, verifyFile: true });
           const want = history.get(txid)!;
           assert.equal(checksumHex(m.checksum), want.checksum, `restore checksum at TXID ${txid}`);
           const c = openConnection(out, { readonly: true });

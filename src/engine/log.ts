@@ -44,8 +44,10 @@ export interface LoggedTx {
 
 interface Segment {
   file: string;
-  /** Bytes the file holds, zero-filled past `size` (preallocated). */
+  /** Bytes the file holds, zero-filled past `size` (preallocated). -1 until loaded. */
   allocated: number;
+  /** False for an older segment indexed from its header only; see ensureLoaded(). */
+  loaded: boolean;
   /** TXID of its first record. */
   first: number;
   /** TXID of its last record (first - 1 when empty). */
@@ -59,6 +61,11 @@ interface Segment {
 export interface TxLogOptions {
   /** Start a new segment once the current one reaches this size. */
   segmentBytes?: number;
+  /**
+   * Extend segments with zeros ahead of the data (default true). Worth it when every
+   * commit is fsynced; with group commit the extra bytes cost more than they save.
+   */
+  preallocate?: boolean;
 }
 
 function segmentName(first: number): string {
@@ -101,6 +108,7 @@ export class TxLog {
   private pendingAt = 0;
   private lastTx: LoggedTx | undefined;
   private readonly segmentBytes: number;
+  private readonly preallocate: boolean;
   /** Bytes cut from a torn tail at open (0 when the log was clean). */
   tornBytesCut = 0;
 
@@ -111,14 +119,30 @@ export class TxLog {
     opts: TxLogOptions,
   ) {
     this.segmentBytes = opts.segmentBytes ?? 16 << 20;
+    this.preallocate = opts.preallocate ?? true;
   }
 
-  /** Opens (creating if needed) the log in `dir`, cutting a torn tail. */
+  /**
+   * Opens (creating if needed) the log in `dir`. Only the newest segment is read whole
+   * (its torn tail, if any, is cut); older ones are indexed from their headers and read
+   * when a record in them is first needed, so opening costs the same for 10 thousand
+   * or 10 million records. Damage in an older segment is found when it is read.
+   */
   static open(efs: EngineFs, dir: string, dbId: string, opts: TxLogOptions = {}): TxLog {
     const log = new TxLog(efs, dir, dbId, opts);
     efs.mkdir(dir, 'log.mkdir');
-    const names = efs.readdir(dir).filter((n) => n.endsWith('.seg')).sort();
-    names.forEach((name, i) => log.loadSegment(path.join(dir, name), i === names.length - 1));
+    const names = efs.readdir(dir).filter((n) => /^[0-9a-f]{16}\.seg$/.test(n)).sort();
+    for (let i = 0; i < names.length - 1; i++) {
+      log.segments.push(log.probeSegment(path.join(dir, names[i]!), parseInt(names[i + 1]!.slice(0, 16), 16) - 1));
+    }
+    if (names.length > 0) {
+      const newest = log.loadSegment(path.join(dir, names[names.length - 1]!), true);
+      if (newest !== undefined) log.segments.push(newest);
+
+    }
+    // A newest segment with no record yet (a crash right after rotation): the last
+    // record is the previous segment's.
+    for (let i = log.segments.length - 1; log.lastTx === undefined && i >= 0; i--) log.ensureLoaded(log.segments[i]!);
     return log;
   }
 
@@ -137,7 +161,59 @@ export class TxLog {
     return this.lastTx;
   }
 
-  private loadSegment(file: string, isLast: boolean): void {
+  /** Checks a segment header; returns its first TXID. */
+  private checkHeader(buf: Buffer, object: string): number {
+    if (buf.length < SEGMENT_HEADER_SIZE || buf.readUInt32BE(0) !== SEGMENT_MAGIC || buf.readUInt32BE(36) !== crc32(buf.subarray(0, 36))) {
+      throw new GeodrError('LOG_CORRUPT', 'bad segment header', { object, database: this.dbId });
+    }
+    if (buf.readUInt16BE(4) !== SEGMENT_VERSION) throw new GeodrError('FORMAT_UNSUPPORTED', `segment version ${buf.readUInt16BE(4)}`, { object });
+    const segDb = buf.subarray(8, 24).toString('hex');
+    if (segDb !== this.dbId) throw new GeodrError('RECORD_FOREIGN', `segment belongs to database ${segDb}`, { object, database: this.dbId });
+    const first = buf.readUInt32BE(24) * 0x100000000 + buf.readUInt32BE(28);
+    if (segmentName(first) !== object) throw new GeodrError('LOG_CORRUPT', `segment named ${object} starts at TXID ${first}`, { object, database: this.dbId });
+    return first;
+  }
+
+  /** Indexes an older segment from its header and first record, without reading it. */
+  private probeSegment(file: string, last: number): Segment {
+    const object = path.basename(file);
+    const fd = this.efs.open(file, 'r', 'log.open');
+    try {
+      const buf = Buffer.alloc(SEGMENT_HEADER_SIZE + ENTRY_PREFIX_SIZE + RECORD_HEADER_SIZE);
+      const n = this.efs.read(fd, buf, 0, buf.length, 0, 'log.scan');
+      const first = this.checkHeader(buf.subarray(0, n), object);
+      if (last < first) throw new GeodrError('LOG_CORRUPT', `segment ${object} holds no record but is not the newest`, { object, database: this.dbId, txid: first });
+      let firstTs: number;
+      try {
+        firstTs = decodeHeader(buf.subarray(SEGMENT_HEADER_SIZE + ENTRY_PREFIX_SIZE, n), { object, dbId: this.dbId }).timestamp;
+      } catch (e) {
+        throw new GeodrError('LOG_CORRUPT', 'damaged first record in an older segment', { object, database: this.dbId, txid: first }, { cause: e });
+      }
+      return { file, allocated: -1, first, last, offsets: [], timestamps: [firstTs], size: -1, loaded: false };
+    } finally {
+      this.efs.close(fd, 'log.close');
+    }
+  }
+
+  /** Reads an older segment's entries (once), checking each record's header. */
+  private ensureLoaded(seg: Segment): void {
+    if (seg.loaded) return;
+    const loaded = this.loadSegment(seg.file, false);
+    if (loaded === undefined || loaded.last !== seg.last) {
+      throw new GeodrError('LOG_GAP', `segment ${path.basename(seg.file)} ends at TXID ${loaded?.last ?? '?'}, the next starts at ${seg.last + 1}`, {
+        object: path.basename(seg.file),
+        database: this.dbId,
+        txid: (loaded?.last ?? seg.first - 1) + 1,
+      });
+    }
+    Object.assign(seg, loaded);
+  }
+
+  /**
+   * Reads a segment whole. For the newest, a torn tail is cut and the newest record
+   * remembered; returns undefined when the newest segment is a torn creation (deleted).
+   */
+  private loadSegment(file: string, isLast: boolean): Segment | undefined {
     const efs = this.efs;
     const fd = efs.open(file, isLast ? 'r+' : 'r', 'log.open');
     let open = true;
@@ -146,25 +222,15 @@ export class TxLog {
       const buf = Buffer.allocUnsafe(size);
       efs.read(fd, buf, 0, size, 0, 'log.scan');
       const object = path.basename(file);
-      if (size < SEGMENT_HEADER_SIZE || buf.readUInt32BE(0) !== SEGMENT_MAGIC || buf.readUInt32BE(36) !== crc32(buf.subarray(0, 36))) {
-        if (isLast && size <= SEGMENT_HEADER_SIZE) {
-          // A crash while creating the segment: it never held a record.
-          efs.close(fd, 'log.close');
-          open = false;
-          efs.unlink(file, 'log.cut');
-          return;
-        }
-        throw new GeodrError('LOG_CORRUPT', 'bad segment header', { object, database: this.dbId });
+      if (isLast && size <= SEGMENT_HEADER_SIZE && (size < SEGMENT_HEADER_SIZE || buf.readUInt32BE(36) !== crc32(buf.subarray(0, 36)))) {
+        // A crash while creating the segment: it never held a record.
+        efs.close(fd, 'log.close');
+        open = false;
+        efs.unlink(file, 'log.cut');
+        return undefined;
       }
-      if (buf.readUInt16BE(4) !== SEGMENT_VERSION) throw new GeodrError('FORMAT_UNSUPPORTED', `segment version ${buf.readUInt16BE(4)}`, { object });
-      const segDb = buf.subarray(8, 24).toString('hex');
-      if (segDb !== this.dbId) throw new GeodrError('RECORD_FOREIGN', `segment belongs to database ${segDb}`, { object, database: this.dbId });
-      const first = buf.readUInt32BE(24) * 0x100000000 + buf.readUInt32BE(28);
-      const seg: Segment = { file, allocated: size, first, last: first - 1, offsets: [], timestamps: [], size: SEGMENT_HEADER_SIZE };
-      const prevLast = this.lastTx?.txid;
-      if (prevLast !== undefined && first !== prevLast + 1) {
-        throw new GeodrError('LOG_GAP', `segment starts at TXID ${first} but the previous one ends at ${prevLast}`, { object, database: this.dbId, txid: first });
-      }
+      const first = this.checkHeader(buf, object);
+      const seg: Segment = { file, allocated: size, first, last: first - 1, offsets: [], timestamps: [], size: SEGMENT_HEADER_SIZE, loaded: true };
       let off = SEGMENT_HEADER_SIZE;
       let expectTxid = first;
       while (off < size) {
@@ -212,12 +278,12 @@ export class TxLog {
         seg.offsets.push(off);
         seg.timestamps.push(rec.timestamp);
         seg.last = rec.txid;
-        this.lastTx = { txid: rec.txid, timestamp: rec.timestamp, post: rec.post, epoch: rec.epoch, wal };
+        if (isLast || this.lastTx === undefined) this.lastTx = { txid: rec.txid, timestamp: rec.timestamp, post: rec.post, epoch: rec.epoch, wal };
         expectTxid++;
         off += ENTRY_PREFIX_SIZE + len;
       }
       seg.size = off;
-      this.segments.push(seg);
+      return seg;
     } finally {
       if (open) efs.close(fd, 'log.close');
     }
@@ -257,7 +323,7 @@ export class TxLog {
     this.efs.sync(fd, 'log.create');
     this.efs.syncDir(this.dir, 'log.create');
     this.fd = fd;
-    this.segments.push({ file, allocated: SEGMENT_HEADER_SIZE, first, last: first - 1, offsets: [], timestamps: [], size: SEGMENT_HEADER_SIZE });
+    this.segments.push({ file, allocated: SEGMENT_HEADER_SIZE, first, last: first - 1, offsets: [], timestamps: [], size: SEGMENT_HEADER_SIZE, loaded: true });
   }
 
   private currentFd(nextTxid: number): number {
@@ -309,7 +375,7 @@ export class TxLog {
     if (this.arenaUsed === 0 || this.fd === undefined) return;
     const seg = this.segments[this.segments.length - 1]!;
     const end = this.pendingAt + this.arenaUsed;
-    if (end > seg.allocated) {
+    if (this.preallocate && end > seg.allocated) {
       const target = Math.min(Math.max(end, seg.allocated + PREALLOCATE_BYTES), Math.max(end, this.segmentBytes));
       this.efs.write(this.fd, zeros(target - seg.allocated), seg.allocated, 'log.preallocate');
       seg.allocated = target;
@@ -339,7 +405,10 @@ export class TxLog {
       const s = this.segments[mid]!;
       if (txid < s.first) hi = mid - 1;
       else if (txid > s.last) lo = mid + 1;
-      else return { seg: s, idx: txid - s.first };
+      else {
+        this.ensureLoaded(s);
+        return { seg: s, idx: txid - s.first };
+      }
     }
     return undefined;
   }
@@ -376,19 +445,23 @@ export class TxLog {
 
   /** The newest TXID committed at or before `time` (ms), or undefined if none is kept. */
   txidAtTime(time: number): number | undefined {
-    let best: number | undefined;
+    // Segments are in time order and each knows its first timestamp: find the last one
+    // that starts at or before `time`, then search inside it.
+    let seg: Segment | undefined;
     for (const s of this.segments) {
       if (s.last < s.first || s.timestamps[0]! > time) break;
-      let lo = 0;
-      let hi = s.timestamps.length - 1;
-      while (lo < hi) {
-        const mid = (lo + hi + 1) >> 1;
-        if (s.timestamps[mid]! <= time) lo = mid;
-        else hi = mid - 1;
-      }
-      best = s.first + lo;
+      seg = s;
     }
-    return best;
+    if (seg === undefined) return undefined;
+    this.ensureLoaded(seg);
+    let lo = 0;
+    let hi = seg.timestamps.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (seg.timestamps[mid]! <= time) lo = mid;
+      else hi = mid - 1;
+    }
+    return seg.first + lo;
   }
 
   /** Timestamp of a kept TXID. */

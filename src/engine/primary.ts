@@ -177,7 +177,7 @@ export class PrimaryDatabase {
       this.openGuard();
       this.dbFd = this.efs.open(this.file, 'r+', 'primary.open');
       this.walFd = this.efs.open(`${this.file}-wal`, 'rw', 'primary.open');
-      this.log = TxLog.open(this.efs, path.join(this.stateDir, 'log'), this.meta.dbId, { segmentBytes: this.opts.segmentBytes });
+      this.log = TxLog.open(this.efs, path.join(this.stateDir, 'log'), this.meta.dbId, { segmentBytes: this.opts.segmentBytes, preallocate: this.durability === 'commit' });
       this.reconcile();
     } catch (e) {
       this.closeHandles();
