@@ -233,6 +233,7 @@ export class TxLog {
       const seg: Segment = { file, allocated: size, first, last: first - 1, offsets: [], timestamps: [], size: SEGMENT_HEADER_SIZE, loaded: true };
       let off = SEGMENT_HEADER_SIZE;
       let expectTxid = first;
+      let lastEntry: LoggedTx | undefined;
       while (off < size) {
         let bad: string | undefined;
         let rec: TxRecord | undefined;
@@ -278,11 +279,14 @@ export class TxLog {
         seg.offsets.push(off);
         seg.timestamps.push(rec.timestamp);
         seg.last = rec.txid;
-        if (isLast || this.lastTx === undefined) this.lastTx = { txid: rec.txid, timestamp: rec.timestamp, post: rec.post, epoch: rec.epoch, wal };
+        lastEntry = { txid: rec.txid, timestamp: rec.timestamp, post: rec.post, epoch: rec.epoch, wal };
         expectTxid++;
         off += ENTRY_PREFIX_SIZE + len;
       }
       seg.size = off;
+      // The newest record is remembered from the newest segment, or from the one before it
+      // when the newest holds none yet.
+      if (lastEntry !== undefined && (isLast || this.lastTx === undefined)) this.lastTx = lastEntry;
       return seg;
     } finally {
       if (open) efs.close(fd, 'log.close');

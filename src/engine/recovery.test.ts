@@ -61,6 +61,34 @@ test('a commit that reached the WAL but not the log is captured at the next open
   }
 });
 
+// Regression: with an empty newest segment the log took the *first* record of the segment
+// before it as its end, and the next open called the database diverged.
+test('a crash right after a segment rotation leaves the log ending at its true last record', () => {
+  const { dir, cleanup } = tempDir();
+  const file = path.join(dir, 'p.db');
+  try {
+    childThenKill(`
+      let creates = 0;
+      // Four labelled calls create a segment (open, header write, sync, directory sync):
+      // crash at the sync of the second one, after its header was written.
+      const fs = new E.FaultFs(new E.NodeFs(), (op) => (op === 'log.create' && ++creates === 7 ? 'crash' : undefined));
+      const p = E.PrimaryDatabase.open({ file: ${JSON.stringify(file)}, efs: fs, segmentBytes: 8192 });
+      p.write((c) => c.exec('create table t(v)'));
+      for (let i = 0; i < 50; i++) p.write((c) => c.prepare('insert into t values (?)').run(i));
+    `);
+    const segs = fs.readdirSync(path.join(`${file}.geodr`, 'log')).sort();
+    assert.equal(segs.length, 2);
+    assert.equal(fs.statSync(path.join(`${file}.geodr`, 'log', segs[1]!)).size, 40, 'the new segment holds only its header');
+    const p = PrimaryDatabase.open({ file, strict: true });
+    const rows = count(p);
+    assert.equal(p.txid, rows + 1, 'every committed insert is captured, none twice');
+    p.write((c) => c.prepare('insert into t values (?)').run(-1));
+    p.close();
+  } finally {
+    cleanup();
+  }
+});
+
 test('a WAL that lost its tail (power failure) is redone from the log', () => {
   const { dir, cleanup } = tempDir();
   const file = path.join(dir, 'p.db');
