@@ -72,7 +72,7 @@ test('a crash right after a segment rotation leaves the log ending at its true l
       // Four labelled calls create a segment (open, header write, sync, directory sync):
       // crash at the sync of the second one, after its header was written.
       const fs = new E.FaultFs(new E.NodeFs(), (op) => (op === 'log.create' && ++creates === 7 ? 'crash' : undefined));
-      const p = E.PrimaryDatabase.open({ file: ${JSON.stringify(file)}, efs: fs, segmentBytes: 65536 });
+      const p = E.PrimaryDatabase.open({ file: ${JSON.stringify(file)}, efs: fs, segmentBytes: 65536, checkpointFrames: 1 });
       p.write((c) => c.exec('create table t(v)'));
       for (let i = 0; i < 50; i++) p.write((c) => c.prepare('insert into t values (?)').run(i));
     `);
