@@ -23,6 +23,7 @@ import * as path from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { OpenFlags } from '../src/engine/fs.js';
+import { prng } from '../src/engine/testing/helpers.js';
 import {
   checksumEquals,
   checksumHex,
@@ -179,17 +180,6 @@ function secondsSince(start: number): number {
   return (performance.now() - start) / 1000;
 }
 
-/** A small seeded PRNG (mulberry32), so every run updates the same rows. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function phase<T>(ctx: Context, name: string, fn: () => T | Promise<T>): Promise<T> {
   log(`${name} ...`);
@@ -673,17 +663,20 @@ async function materializeSection(ctx: Context): Promise<void> {
     const last = breakdown.progress[breakdown.progress.length - 1]?.seconds ?? 0;
     const parts: Record<string, number> = {
       total: breakdown.totalSeconds,
-      'open the local log (TxLog.open reads every segment)': breakdown.logOpenSeconds,
+      'open the local log': breakdown.logOpenSeconds,
       'plan + snapshot: stream, hash, write': (breakdown.progress[0]?.seconds ?? 0) - breakdown.logOpenSeconds,
       'records: read, verify, hash, write': last - (breakdown.progress[0]?.seconds ?? 0),
-      'finish: fsync, rehash whole file, rename': breakdown.totalSeconds - last,
+      'finish: fsync, rename': breakdown.totalSeconds - last,
     };
     for (const [op, sec] of Object.entries(breakdown.ioSeconds)) if (sec >= 0.005) parts[`  fs ${op}`] = sec;
     ctx.breakdowns.push({ title: `materialize ${gib} GiB: where the time goes (diagnostic run)`, unit: 's', digits: 3, rows: parts });
-    const m = median(mat);
-    const c = median(cp);
-    const cs = median(cpSync);
+    // Best of N on each side: on this shared VM a 1 GiB cp swings 0.3–2.3 s from run to run
+    // with background writeback, so medians mostly measure the noise. Medians stay in the JSON.
+    const m = Math.min(...mat);
+    const c = Math.min(...cp);
+    const cs = Math.min(...cpSync);
     Object.assign(ctx.results, {
+      materializeVsCpRatioMedian: median(cp) / median(mat),
       materializeVsCpRatio: c / m,
       materializeVsCpRatioWithIntegrity: c / (m + integritySeconds),
       materializeVsCpFsyncRatio: cs / m,
@@ -703,9 +696,9 @@ async function materializeSection(ctx: Context): Promise<void> {
       },
     });
     ctx.figures.push(
-      { label: `materialize ${gib} GiB (snapshot + ${sizes.bigUpdates} records, no integrity_check)`, value: m, unit: 's', digits: 2 },
-      { label: `cp of the ${gib} GiB database file (warm cache)`, value: c, unit: 's', digits: 2 },
-      { label: 'cp + fdatasync of the copy', value: cs, unit: 's', digits: 2 },
+      { label: `materialize ${gib} GiB (snapshot + ${sizes.bigUpdates} records, no integrity_check), best`, value: m, unit: 's', digits: 2 },
+      { label: `cp of the ${gib} GiB database file (warm cache), best`, value: c, unit: 's', digits: 2 },
+      { label: 'cp + fdatasync of the copy, best', value: cs, unit: 's', digits: 2 },
       { label: `integrity_check of the restored ${gib} GiB file`, value: integritySeconds, unit: 's', digits: 2 },
       { label: 'materialize vs cp (cp time / materialize time)', value: c / m, unit: '×', budget: 'materializeVsCpRatio' },
       { label: 'materialize + integrity_check vs cp', value: c / (m + integritySeconds), unit: '×', digits: 3 },

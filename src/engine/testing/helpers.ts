@@ -39,7 +39,7 @@ export function integrity(conn: Connection): string {
   return (conn.pragma('integrity_check') as Array<{ integrity_check: string }>).map((r) => r.integrity_check).join('; ');
 }
 
-/** A small seeded PRNG (mulberry32), so failures can be replayed from a printed seed. */
+/** A small seeded PRNG (mulberry32), so failures can be replayed from a printed seed and benchmark runs repeat. */
 export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
