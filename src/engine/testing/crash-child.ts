@@ -10,11 +10,13 @@
  *
  * Protocol (one line per event, written synchronously so a kill cannot lose a line
  * that describes something already done):
- *   stdout  TRY <id>             an insert of <id> is about to be attempted
+ *   stdout  OPEN <calls>         recovery is over (after <calls> labelled calls)
+ *           TRY <id>             an insert of <id> is about to be attempted
  *           ACK <id> <txid>      the insert is durable (write() returned)
  *           TRYDEL <id,id,...>   a delete of these ids is about to be attempted
  *           DELACK <txid>        that delete is durable
- *           TX <txid>            another write (update, vacuum) is durable
+ *           TX <txid> <what>     another write (update, vacuum) is done: it may change
+ *                                nothing (same TXID) when it leaves every page as it was
  *   stderr  CRASH <label>        FaultFs is about to kill the process at <label>
  *           CALLS <n>            clean exit after <n> labelled calls
  */
@@ -25,11 +27,12 @@ import { compact } from '../compact.js';
 import { FaultFs, NodeFs, type FaultAction } from '../fs.js';
 import { PrimaryDatabase } from '../primary.js';
 import { ReplicaDatabase } from '../replica.js';
+import type { Connection } from '../sqlite.js';
 import { takeSnapshot } from '../snapshot.js';
 import { prng } from './helpers.js';
 
 /** crash.test.ts opens the primary with these options too. */
-const CRASH_PRIMARY_OPTIONS = { durability: 'commit', checkpointFrames: 20, segmentBytes: 64 << 10 } as const;
+const CRASH_PRIMARY_OPTIONS = { durability: 'commit', checkpointFrames: 20, segmentBytes: 256 << 10 } as const;
 /** Live rows are kept near this many so the database (and each strict rehash) stays small. */
 const MAX_ROWS = 120;
 
@@ -46,6 +49,23 @@ function payload(rand: () => number, size: number): Buffer {
 /** Mostly small rows, some with overflow chains (up to 20000 bytes). */
 function payloadSize(rand: () => number): number {
   return rand() < 0.7 ? Math.floor(rand() * 600) : Math.floor(rand() * 20_001);
+}
+
+const ROLLBACK = new Error('rolled back on purpose');
+
+/** Fills and empties a scratch table in the current transaction with a 20-page cache, then commits or throws ROLLBACK. */
+function bulk(c: Connection, rand: () => number, end: 'commit' | 'rollback'): void {
+  const cache = c.pragma('cache_size', { simple: true }) as number;
+  c.pragma('cache_size = 20');
+  try {
+    c.exec('create table if not exists c(v blob)');
+    const ins = c.prepare('insert into c(v) values (?)');
+    for (let i = 0; i < 300; i++) ins.run(payload(rand, 400));
+    c.exec('delete from c');
+  } finally {
+    c.pragma(`cache_size = ${cache}`);
+  }
+  if (end === 'rollback') throw ROLLBACK;
 }
 
 async function main(): Promise<void> {
@@ -67,6 +87,7 @@ async function main(): Promise<void> {
   const file = path.join(dir, 'p.db');
   const primary = PrimaryDatabase.open({ file, efs, strict: true, ...CRASH_PRIMARY_OPTIONS });
   const replica = ReplicaDatabase.open({ file: path.join(dir, 'r.db'), efs });
+  out(`OPEN ${efs.calls}`);
   // Compaction's scratch files stay inside the work dir, so a kill mid-roll leaves nothing in /tmp.
   const scratchDir = path.join(dir, 'scratch');
   fs.mkdirSync(scratchDir, { recursive: true });
@@ -77,20 +98,28 @@ async function main(): Promise<void> {
     const id = ++next;
     const size = payloadSize(rand);
     const blob = payload(rand, size);
+    // Now and then a big transaction with a cache too small for it, so SQLite spills
+    // uncommitted frames into the WAL before it commits, or before it rolls back.
+    const spill = rand() < 0.04 ? (rand() < 0.5 ? 'commit' : 'rollback') : undefined;
     out(`TRY ${id}`);
-    // One transaction for both tables: a and b must never be seen out of step.
-    const { txid } = primary.write((c) => {
-      c.prepare('insert into a(id) values (?)').run(id);
-      c.prepare('insert into b(id, len, payload) values (?, ?, ?)').run(id, size, blob);
-    });
-    out(`ACK ${id} ${txid}`);
+    try {
+      // One transaction for both tables: a and b must never be seen out of step.
+      const { txid } = primary.write((c) => {
+        c.prepare('insert into a(id) values (?)').run(id);
+        c.prepare('insert into b(id, len, payload) values (?, ?, ?)').run(id, size, blob);
+        if (spill !== undefined) bulk(c, rand, spill);
+      });
+      out(`ACK ${id} ${txid}`);
+    } catch (e) {
+      if (e !== ROLLBACK) throw e;
+    }
 
     if (rand() < 0.15) {
       const ids = primary.read((c) => (c.prepare('select id from b').raw().all() as number[][]).map((r) => r[0]!));
       const pick = ids[Math.floor(rand() * ids.length)]!;
       const n = payloadSize(rand);
       const w = primary.write((c) => c.prepare('update b set len = ?, payload = ? where id = ?').run(n, payload(rand, n), pick));
-      out(`TX ${w.txid}`);
+      out(`TX ${w.txid} update`);
     }
 
     const rows = primary.read((c) => (c.prepare('select id from a order by id').raw().all() as number[][]).map((r) => r[0]!));
@@ -114,7 +143,7 @@ async function main(): Promise<void> {
     if (rand() < 0.08) primary.checkpoint();
     if (rand() < 0.02) {
       const w = primary.write((c) => c.exec('vacuum'), { transaction: false });
-      out(`TX ${w.txid}`);
+      out(`TX ${w.txid} vacuum`);
     }
     if (rand() < 0.05) compact(efs, new LocalChain(efs, primary.stateDir, primary.txLog), { spans: [10, 50], scratchDir });
     if (rand() < 0.03) await takeSnapshot(primary);
