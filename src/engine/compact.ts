@@ -6,7 +6,6 @@
  * number of units and records, so its cost follows the database's size rather
  * than the length of its history.
  */
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { GeodrError } from '../errors.js';
 import { compactedName, type LocalChain, type UnitRef } from './chain.js';
@@ -57,7 +56,10 @@ export interface CompactOptions {
   spans?: number[];
   /** Roll a full snapshot at the end of each top-level window (default true). */
   rollSnapshots?: boolean;
-  /** Scratch directory for rolling snapshots (default: the OS temp dir). */
+  /**
+   * Scratch directory for rolling snapshots (default: `<stateDir>/scratch`, swept at the
+   * start of every compaction so a crash mid-roll leaves nothing behind for long).
+   */
   scratchDir?: string;
 }
 
@@ -133,11 +135,14 @@ export function compact(efs: EngineFs, chain: LocalChain, opts: CompactOptions =
     }
   }
   if (opts.rollSnapshots !== false) {
+    const scratch = opts.scratchDir ?? path.join(chain.stateDir, 'scratch');
+    efs.mkdir(scratch, 'compact.scratch');
+    for (const name of efs.readdir(scratch)) if (name.startsWith('geodr-roll-')) efs.unlink(path.join(scratch, name), 'compact.sweep');
     const top = spans[spans.length - 1]!;
     for (const u of chain.units()) {
       if (u.kind !== 'compacted' || u.level !== spans.length || u.txid % top !== 0) continue;
       if (have.has(`full:0:${u.txid}:${u.txid}`)) continue;
-      rollSnapshot(efs, chain, u.txid, opts.scratchDir ?? os.tmpdir());
+      rollSnapshot(efs, chain, u.txid, scratch);
       have.add(`full:0:${u.txid}:${u.txid}`);
       snapshots.push(u.txid);
     }

@@ -7,6 +7,7 @@
  *   <stateDir>/levels/L<k>/     compacted units
  *   <stateDir>/replica.state    applied position of a replica (two slots)
  *   <stateDir>/redo.journal     a replica's in-flight apply
+ *   <stateDir>/scratch/         compaction's scratch files
  */
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
