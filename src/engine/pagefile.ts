@@ -76,24 +76,6 @@ export function hashLogicalDb(db: LogicalDb, op: string): PageHashes {
   return hashes;
 }
 
-/** Hashes a plain database file (rollback mode, or WAL mode with no WAL). */
-export function hashFile(efs: EngineFs, file: string, pageSize: number | undefined, op: string): { hashes: PageHashes; pageSize: number } {
-  const fd = efs.open(file, 'r', op);
-  try {
-    const size = efs.size(fd);
-    let ps = pageSize;
-    if (ps === undefined) {
-      const h = Buffer.alloc(100);
-      efs.read(fd, h, 0, 100, 0, op);
-      ps = size === 0 ? 4096 : headerPageSize(h);
-    }
-    const hashes = hashLogicalDb({ efs, dbFd: fd, pageSize: ps, pageCount: Math.floor(size / ps) }, op);
-    return { hashes, pageSize: ps };
-  } finally {
-    efs.close(fd, op);
-  }
-}
-
 /**
  * Makes page 1 right for a rollback-mode copy: format versions 1/1 (bytes 18-19),
  * change counter bumped (24-27) and copied to version-valid-for (92-95), and the
