@@ -114,7 +114,7 @@ async function main(): Promise<void> {
   say(
     'Point-in-time restore',
     `target ${new Date(mark.time).toISOString()} → TXID ${restored.txid} (${restored.unitsApplied} units + ${restored.recordsApplied} records) in ${fmt(performance.now() - t3, 1)} ms\n` +
-      `verified: checksum chain, whole-file checksum ${checksumHex(restored.checksum)}, integrity_check ok\n` +
+      `verified: every step of the checksum chain, final checksum ${checksumHex(restored.checksum)}, integrity_check ok\n` +
       `restored orders: ${rows} (expected ${mark.rows})`,
   );
 
