@@ -12,7 +12,8 @@
  * that describes something already done):
  *   stdout  OPEN <calls>         recovery is over (after <calls> labelled calls)
  *           TRY <id>             an insert of <id> is about to be attempted
- *           ACK <id> <txid>      the insert is durable (write() returned)
+ *           ACK <id> <txid>      the insert is durable (write() returned; with group
+ *                                commit, waitDurable() resolved too)
  *           TRYDEL <id,id,...>   a delete of these ids is about to be attempted
  *           DELACK <txid>        that delete is durable
  *           TX <txid> <what>     another write (update, vacuum) is done: it may change
@@ -84,8 +85,11 @@ async function main(): Promise<void> {
     (op) => fs.writeSync(2, `CRASH ${op}\n`),
   );
 
+  // A third of the runs use group commit: a write is then acknowledged only once
+  // waitDurable() says the log fsync covering it is done.
+  const durability = rand() < 0.33 ? 'group' : 'commit';
   const file = path.join(dir, 'p.db');
-  const primary = PrimaryDatabase.open({ file, efs, strict: true, ...CRASH_PRIMARY_OPTIONS });
+  const primary = PrimaryDatabase.open({ file, efs, strict: true, ...CRASH_PRIMARY_OPTIONS, durability, groupCommitMs: 2 });
   const replica = ReplicaDatabase.open({ file: path.join(dir, 'r.db'), efs });
   out(`OPEN ${efs.calls}`);
   // Compaction's scratch files stay inside the work dir, so a kill mid-roll leaves nothing in /tmp.
@@ -109,6 +113,7 @@ async function main(): Promise<void> {
         c.prepare('insert into b(id, len, payload) values (?, ?, ?)').run(id, size, blob);
         if (spill !== undefined) bulk(c, rand, spill);
       });
+      await primary.waitDurable(txid);
       out(`ACK ${id} ${txid}`);
     } catch (e) {
       if (e !== ROLLBACK) throw e;
@@ -135,6 +140,7 @@ async function main(): Promise<void> {
           const list = victims.join(',');
           c.exec(`delete from a where id in (${list}); delete from b where id in (${list})`);
         });
+        await primary.waitDurable(w.txid);
         out(`DELACK ${w.txid}`);
       }
     }
