@@ -201,9 +201,9 @@ test('replicas and restores equal the primary at every TXID under random workloa
         // between operations, which covers each write() boundary.
         const chain = new LocalChain(efs, p.stateDir, p.txLog);
         if (cfg.compactSpans !== undefined) compact(efs, chain, { spans: cfg.compactSpans, scratchDir: dir });
-        const txids = [...history.keys()];
-        const picks = new Set([0, p.txid, txids[Math.floor(txids.length / 2)]!, txids[txids.length - 2] ?? 0]);
-        for (const txid of picks) {
+        // A restore at every TXID the history holds (each write() boundary; a VACUUM in
+        // autocommit mode may add records in between, which the replica checks covered).
+        for (const txid of history.keys()) {
           const out = path.join(dir, `m${txid}.db`);
           const m = materialize({ source: chain, target: { txid }, out, efs, verifyFile: true });
           const want = history.get(txid)!;
