@@ -221,6 +221,11 @@ test('replicas and restores equal the primary at every TXID under random workloa
         cleanup();
       }
     }),
-    { numRuns: Number(process.env.GEODR_PROPERTY_RUNS ?? 60), verbose: 1 },
+    {
+      numRuns: Number(process.env.GEODR_PROPERTY_RUNS ?? 60),
+      verbose: 1,
+      // Replay a failure with the seed fast-check printed: GEODR_PROPERTY_SEED=<seed>.
+      ...(process.env.GEODR_PROPERTY_SEED !== undefined ? { seed: Number(process.env.GEODR_PROPERTY_SEED) } : {}),
+    },
   );
 });

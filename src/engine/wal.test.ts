@@ -174,6 +174,29 @@ test('repeated commit frames written as sector padding are not extra transaction
   }
 });
 
+// Regression: after a RESTART checkpoint a write that changed nothing cached the old WAL
+// header; the next writer restarted the WAL in place (same file size), and capture, still
+// looking for frames past the old position, missed that commit.
+test('the first commit of a restarted WAL is captured even after a write that changed nothing', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const p = PrimaryDatabase.open({ file: path.join(dir, 'p.db'), pageSize: 512, strict: true, checkpointFrames: 0 });
+    p.write((c) => c.exec('create table t(v)'));
+    p.write((c) => c.prepare('insert into t values (?)').run(Buffer.alloc(10_000, 1)));
+    assert.equal(p.checkpoint(), true);
+    const before = p.txid;
+    p.write((c) => c.prepare('select count(*) from t').get());
+    assert.equal(p.txid, before, 'a write that changed nothing is no transaction');
+    p.write((c) => c.exec('create table u(v)'));
+    assert.equal(p.txid, before + 1);
+    assert.equal(p.status().walFrames > 0, true);
+    p.verify();
+    p.close();
+  } finally {
+    cleanup();
+  }
+});
+
 test('every page size from 512 to 65536 is captured and reopened', () => {
   for (const pageSize of [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]) {
     const { dir, cleanup } = tempDir();
