@@ -284,6 +284,10 @@ class TimingFs implements EngineFs {
   sync(fd: number, op: string): void {
     this.time(`${op} (fsync)`, () => this.inner.sync(fd, op));
   }
+  /** Runs on the thread pool, off the writer's path: not added to the write's time. */
+  syncFile(file: string, op: string): Promise<void> {
+    return this.inner.syncFile(file, op);
+  }
   truncate(fd: number, length: number, op: string): void {
     this.time(op, () => this.inner.truncate(fd, length, op));
   }

@@ -19,6 +19,11 @@ export interface EngineFs {
   /** Writes all of `buf` at `position`. */
   write(fd: number, buf: Uint8Array, position: number, op: string): void;
   sync(fd: number, op: string): void;
+  /**
+   * fdatasync of a file on the thread pool, through a descriptor of its own: the caller's
+   * descriptor may be closed (and its number reused) before the sync completes.
+   */
+  syncFile(file: string, op: string): Promise<void>;
   truncate(fd: number, length: number, op: string): void;
   size(fd: number): number;
   rename(from: string, to: string, op: string): void;
@@ -85,6 +90,17 @@ export class NodeFs implements EngineFs {
       fs.fdatasyncSync(fd);
     } catch (e) {
       throw ioError(op, this.names.get(fd), e);
+    }
+  }
+  async syncFile(file: string, op: string): Promise<void> {
+    let handle: fs.promises.FileHandle | undefined;
+    try {
+      handle = await fs.promises.open(file, 'r');
+      await handle.datasync();
+    } catch (e) {
+      throw ioError(op, file, e);
+    } finally {
+      await handle?.close();
     }
   }
   truncate(fd: number, length: number, op: string): void {
@@ -206,6 +222,10 @@ export class FaultFs implements EngineFs {
   sync(fd: number, op: string): void {
     this.check(op);
     this.inner.sync(fd, op);
+  }
+  async syncFile(file: string, op: string): Promise<void> {
+    this.check(op);
+    await this.inner.syncFile(file, op);
   }
   truncate(fd: number, length: number, op: string): void {
     this.check(op);

@@ -313,7 +313,12 @@ export class TxLog {
 
   private newSegment(first: number): void {
     this.writePending();
-    if (this.fd !== undefined) this.efs.close(this.fd, 'log.rotate');
+    if (this.fd !== undefined) {
+      // Later syncs reach only the newest segment: what went into this one must be durable
+      // before it is left behind.
+      if (this.unsynced) this.efs.sync(this.fd, 'log.sync');
+      this.efs.close(this.fd, 'log.rotate');
+    }
     const file = path.join(this.dir, segmentName(first));
     const h = Buffer.alloc(SEGMENT_HEADER_SIZE);
     h.writeUInt32BE(SEGMENT_MAGIC, 0);
@@ -395,6 +400,23 @@ export class TxLog {
     this.writePending();
     this.efs.sync(this.fd, 'log.sync');
     this.unsynced = false;
+  }
+
+  /**
+   * Writes pending entries now and fsyncs them on the thread pool. Resolves once every
+   * record appended before the call is durable (older segments were synced at rotation).
+   */
+  async syncAsync(): Promise<void> {
+    if (!this.unsynced || this.fd === undefined) return;
+    this.writePending();
+    this.unsynced = false;
+    const file = this.segments[this.segments.length - 1]!.file;
+    try {
+      await this.efs.syncFile(file, 'log.sync');
+    } catch (e) {
+      this.unsynced = true;
+      throw e;
+    }
   }
 
   get hasUnsynced(): boolean {

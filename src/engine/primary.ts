@@ -130,6 +130,7 @@ export class PrimaryDatabase {
   /** Captured records not yet handed to listeners: they only ever see durable records. */
   private undelivered: Array<[TxRecord, Buffer]> = [];
   private syncTimer: NodeJS.Timeout | undefined;
+  private syncInFlight = false;
   private durableTxid = 0;
   private readonly waiters: Array<{ txid: number; resolve: () => void; reject: (e: unknown) => void }> = [];
   private readonly clock: () => number;
@@ -473,15 +474,21 @@ export class PrimaryDatabase {
       // proves nothing. Stop, and let the next open reconcile from what is on disk.
       this.fail(e);
     }
-    this.durableTxid = this.lastTxid;
-    if (this.undelivered.length > 0) {
-      const batch = this.undelivered;
-      this.undelivered = [];
-      for (const [rec, enc] of batch) for (const l of this.listeners) l(rec, enc);
-    }
     if (this.syncTimer !== undefined) {
       clearTimeout(this.syncTimer);
       this.syncTimer = undefined;
+    }
+    this.markDurable(this.lastTxid);
+  }
+
+  /** Records up to `txid` are durable: hand them to listeners (in order) and resolve waiters. */
+  private markDurable(txid: number): void {
+    if (txid > this.durableTxid) this.durableTxid = txid;
+    let n = 0;
+    while (n < this.undelivered.length && this.undelivered[n]![0].txid <= this.durableTxid) n++;
+    if (n > 0) {
+      const batch = this.undelivered.splice(0, n);
+      for (const [rec, enc] of batch) for (const l of this.listeners) l(rec, enc);
     }
     for (let i = this.waiters.length - 1; i >= 0; i--) {
       const w = this.waiters[i]!;
@@ -492,16 +499,32 @@ export class PrimaryDatabase {
     }
   }
 
+  /**
+   * Group commit's fsync, run on the thread pool so writes go on meanwhile. Only records
+   * appended before it started are declared durable when it completes.
+   */
+  private async flushInBackground(): Promise<void> {
+    if (this.syncInFlight || this.closed || this.failure !== undefined) return;
+    this.syncInFlight = true;
+    const upto = this.lastTxid;
+    try {
+      await this.log.syncAsync();
+    } catch (e) {
+      this.failure ??= e;
+      for (const w of this.waiters.splice(0)) w.reject(e);
+      return;
+    } finally {
+      this.syncInFlight = false;
+    }
+    this.markDurable(upto);
+    this.scheduleSync();
+  }
+
   private scheduleSync(): void {
     if (this.syncTimer !== undefined || !this.log.hasUnsynced) return;
     this.syncTimer = setTimeout(() => {
       this.syncTimer = undefined;
-      try {
-        this.flush();
-      } catch (e) {
-        this.failure ??= e;
-        for (const w of this.waiters.splice(0)) w.reject(e);
-      }
+      void this.flushInBackground();
     }, this.opts.groupCommitMs ?? 5);
   }
 
