@@ -210,15 +210,51 @@ test('a promoted replica raises the epoch and fences records of the old primary'
   }
 });
 
-test('group commit acknowledges once the log is fsynced', async () => {
+/** NodeFs that holds each background fsync until the test releases it. */
+class GatedSyncFs extends NodeFs {
+  completed = 0;
+  private gates: Array<() => void> = [];
+  started = 0;
+  override async syncFile(file: string, op: string): Promise<void> {
+    this.started++;
+    await new Promise<void>((resolve) => this.gates.push(resolve));
+    await super.syncFile(file, op);
+    this.completed++;
+  }
+  release(): void {
+    for (const g of this.gates.splice(0)) g();
+  }
+}
+
+test('group commit acknowledges a write only after the fsync that covers it completes', async () => {
   const { dir, cleanup } = tempDir();
-  const p = PrimaryDatabase.open({ file: path.join(dir, 'p.db'), durability: 'group', groupCommitMs: 20 });
+  const efs = new GatedSyncFs();
+  const p = PrimaryDatabase.open({ file: path.join(dir, 'p.db'), efs, durability: 'group', groupCommitMs: 5 });
+  const delivered: number[] = [];
+  p.onRecord((r) => delivered.push(r.txid));
   try {
     p.write((c) => c.exec('create table t(v)'));
     const { txid } = p.write((c) => c.prepare('insert into t values (1)').run());
-    assert.ok(p.txLog.hasUnsynced, 'not yet durable right after the write');
-    await p.waitDurable(txid);
-    assert.equal(p.txLog.hasUnsynced, false);
+    let acknowledged = false;
+    const ack = p.waitDurable(txid).then(() => {
+      acknowledged = true;
+    });
+    // The timer starts the fsync; writes go on while it runs.
+    while (efs.started === 0) await new Promise((r) => setTimeout(r, 2));
+    const later = p.write((c) => c.prepare('insert into t values (2)').run()).txid;
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(acknowledged, false, 'not acknowledged while its fsync is still running');
+    assert.equal(delivered.length, 0, 'listeners see nothing that is not durable');
+    efs.release();
+    await ack;
+    assert.equal(efs.completed >= 1, true);
+    assert.ok(delivered.includes(txid) && !delivered.includes(later), `only what that fsync covered is delivered (${delivered.join(',')})`);
+    // The write made during the fsync needs one of its own.
+    const done = p.waitDurable(later);
+    while (efs.started < 2) await new Promise((r) => setTimeout(r, 2));
+    efs.release();
+    await done;
+    assert.deepEqual(delivered, [1, txid, later]);
   } finally {
     p.close();
     cleanup();
