@@ -119,6 +119,11 @@ export class PrimaryDatabase {
   private walHeader: WalHeader | undefined;
   /** True from a checkpoint until the next captured commit: nothing left to checkpoint. */
   private walCheckpointed = false;
+  /**
+   * True from any checkpoint attempt (even a partial one: once readers leave, the next
+   * writer may restart a fully backfilled WAL) until a commit is captured.
+   */
+  private walMayRestart = false;
   private readonly walIndex = new Map<number, number>();
   private lastTxid = 0;
   private lastTs = 0;
@@ -195,6 +200,9 @@ export class PrimaryDatabase {
       if (now !== 'wal') throw new GeodrError('IO_FAILED', `could not switch to WAL mode (got ${now})`, { database: this.name, operation: 'primary.open' });
     }
     this.conn.pragma('wal_autocheckpoint = 0');
+    // geodr is the only writer, so nothing should wait on a lock; a checkpoint held up by an
+    // open reader reports busy at once rather than blocking the event loop for seconds.
+    this.conn.pragma('busy_timeout = 0');
     this.conn.pragma(`synchronous = ${this.opts.synchronous ?? 'NORMAL'}`);
   }
 
@@ -398,7 +406,7 @@ export class PrimaryDatabase {
       // After a checkpoint the next writer rewrites the header with new salts, and the file
       // may not grow (RESTART reuses it): read the header each time until a commit shows the
       // new generation. (Regression: a cached header made capture miss that first commit.)
-      const knownHeader = this.walCheckpointed ? undefined : this.walHeader;
+      const knownHeader = this.walMayRestart ? undefined : this.walHeader;
       let scan = scanWal(this.efs, this.walFd, this.walPos, 'primary.capture', knownHeader);
       if (knownHeader !== undefined && scan.commits.length === 0 && scan.stoppedOnInvalidFrame) {
         // The cached header may be stale if the WAL restarted: look again.
@@ -407,6 +415,7 @@ export class PrimaryDatabase {
       this.walHeader = scan.header;
       if (scan.header === undefined || scan.commits.length === 0) return out;
       this.walCheckpointed = false;
+      this.walMayRestart = false;
       if (this.walPos !== undefined && (scan.header.salt1 !== this.walPos.salt1 || scan.header.salt2 !== this.walPos.salt2)) {
         // SQLite restarted the WAL: everything in the old generation was checkpointed.
         this.walIndex.clear();
@@ -566,6 +575,7 @@ export class PrimaryDatabase {
       const rows = this.conn.pragma(`wal_checkpoint(${mode})`) as Array<{ busy: number }>;
       // Whatever the outcome, the next writer may restart the WAL: read its header again.
       this.walHeader = undefined;
+      this.walMayRestart = true;
       if (rows[0]?.busy !== 0) return false;
       // Every page is in the database file now.
       this.walIndex.clear();

@@ -197,6 +197,33 @@ test('the first commit of a restarted WAL is captured even after a write that ch
   }
 });
 
+test('a checkpoint held up by an open reader returns at once, and the later WAL restart is captured', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const p = PrimaryDatabase.open({ file: path.join(dir, 'p.db'), strict: true, checkpointFrames: 0 });
+    p.write((c) => c.exec('create table t(v)'));
+    for (let i = 0; i < 20; i++) p.write((c) => c.prepare('insert into t values (?)').run(Buffer.alloc(3000, i)));
+    // A reader left open mid-iteration pins the WAL.
+    const rows = p.read((c) => c.prepare('select v from t').iterate());
+    rows.next();
+    const started = Date.now();
+    assert.equal(p.checkpoint(), false, 'busy while the reader is open');
+    assert.ok(Date.now() - started < 1000, 'did not wait for the reader');
+    rows.return?.();
+    const before = p.txid;
+    // A write that changes nothing reads (and would cache) the old WAL header.
+    p.write((c) => c.prepare('select count(*) from t').get());
+    // With the reader gone the WAL is fully backfilled, so this writer restarts it.
+    p.write((c) => c.prepare('insert into t values (?)').run(Buffer.alloc(10, 1)));
+    assert.equal(p.txid, before + 1);
+    p.verify();
+    assert.equal(p.checkpoint(), true);
+    p.close();
+  } finally {
+    cleanup();
+  }
+});
+
 test('every page size from 512 to 65536 is captured and reopened', () => {
   for (const pageSize of [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]) {
     const { dir, cleanup } = tempDir();
