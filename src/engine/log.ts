@@ -18,6 +18,8 @@ import type { WalPosition } from './wal.js';
 
 const SEGMENT_MAGIC = 0x4744524c; // "GDRL"
 const PREALLOCATE_BYTES = 1 << 20;
+const ARENA_MIN_BYTES = 64 << 10;
+const ARENA_MAX_BYTES = 1 << 20;
 
 let zeroBuf = Buffer.alloc(0);
 function zeros(n: number): Buffer {
@@ -101,9 +103,11 @@ export class TxLog {
    * Entries appended but not yet written, encoded straight into this buffer: they are
    * written in one call at sync(), at rotation, before a read, or when it is full.
    * Losing them in a crash loses nothing, because the WAL still holds those commits
-   * (checkpoints sync the log first) and they are captured again at open.
+   * (checkpoints sync the log first) and they are captured again at open. It starts
+   * empty and grows with use up to 1 MiB, so thousands of mostly idle open databases do
+   * not each hold a megabyte.
    */
-  private arena = Buffer.allocUnsafe(1 << 20);
+  private arena = Buffer.alloc(0);
   private arenaUsed = 0;
   private pendingAt = 0;
   private lastTx: LoggedTx | undefined;
@@ -357,8 +361,17 @@ export class TxLog {
     const seg = this.segments[this.segments.length - 1]!;
     const need = ENTRY_PREFIX_SIZE + encodedLength(rec) + (rec.timestamps.length > 0 ? 10 * rec.timestamps.length : 0);
     if (this.arenaUsed + need > this.arena.length) {
-      this.writePending();
-      if (need > this.arena.length) this.arena = Buffer.allocUnsafe(need);
+      if (this.arena.length < ARENA_MAX_BYTES && this.arenaUsed + need <= ARENA_MAX_BYTES) {
+        // Grow, keeping what is buffered.
+        let size = Math.max(this.arena.length, ARENA_MIN_BYTES);
+        while (size < this.arenaUsed + need) size *= 2;
+        const grown = Buffer.allocUnsafe(Math.min(size, ARENA_MAX_BYTES));
+        this.arena.copy(grown, 0, 0, this.arenaUsed);
+        this.arena = grown;
+      } else {
+        this.writePending();
+        if (need > this.arena.length) this.arena = Buffer.allocUnsafe(need);
+      }
     }
     if (this.arenaUsed === 0) this.pendingAt = seg.size;
     const at = this.arena.subarray(this.arenaUsed);
