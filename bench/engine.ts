@@ -22,7 +22,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import type { OpenFlags } from '../src/engine/fs.js';
+import { PassThroughFs, type OpenFlags } from '../src/engine/fs.js';
 import { prng } from '../src/engine/testing/helpers.js';
 import {
   checksumEquals,
@@ -39,7 +39,6 @@ import {
   type Checksum,
   type Connection,
   type Durability,
-  type EngineFs,
   type TxRecord,
 } from '../src/engine/index.js';
 
@@ -252,13 +251,15 @@ function rowsFor(bytes: number): number {
   return Math.round(bytes / 1024);
 }
 
-/** An EngineFs that adds up the time spent in each labelled operation (diagnostics only). */
-class TimingFs implements EngineFs {
+/**
+ * An EngineFs that adds up the time spent in each labelled operation (diagnostics only).
+ * syncFile runs on the thread pool, off the writer's path, so it is not timed.
+ */
+class TimingFs extends PassThroughFs {
   readonly ms = new Map<string, number>();
   /** The engine step the calls are made for (set by {@link instrument}), and I/O time per step. */
   part = 'other';
   readonly msByPart = new Map<string, number>();
-  constructor(private readonly inner: EngineFs) {}
   private time<T>(op: string, fn: () => T): T {
     const start = performance.now();
     try {
@@ -269,51 +270,32 @@ class TimingFs implements EngineFs {
       this.msByPart.set(this.part, (this.msByPart.get(this.part) ?? 0) + dt);
     }
   }
-  open(file: string, flags: OpenFlags, op: string): number {
+  override open(file: string, flags: OpenFlags, op: string): number {
     return this.time(op, () => this.inner.open(file, flags, op));
   }
-  close(fd: number, op: string): void {
+  override close(fd: number, op: string): void {
     this.time(op, () => this.inner.close(fd, op));
   }
-  read(fd: number, buf: Uint8Array, offset: number, length: number, position: number, op: string): number {
+  override read(fd: number, buf: Uint8Array, offset: number, length: number, position: number, op: string): number {
     return this.time(`${op} (read)`, () => this.inner.read(fd, buf, offset, length, position, op));
   }
-  write(fd: number, buf: Uint8Array, position: number, op: string): void {
+  override write(fd: number, buf: Uint8Array, position: number, op: string): void {
     this.time(`${op} (write)`, () => this.inner.write(fd, buf, position, op));
   }
-  sync(fd: number, op: string): void {
+  override sync(fd: number, op: string): void {
     this.time(`${op} (fsync)`, () => this.inner.sync(fd, op));
   }
-  /** Runs on the thread pool, off the writer's path: not added to the write's time. */
-  syncFile(file: string, op: string): Promise<void> {
-    return this.inner.syncFile(file, op);
-  }
-  truncate(fd: number, length: number, op: string): void {
+  override truncate(fd: number, length: number, op: string): void {
     this.time(op, () => this.inner.truncate(fd, length, op));
   }
-  size(fd: number): number {
-    return this.inner.size(fd);
-  }
-  rename(from: string, to: string, op: string): void {
+  override rename(from: string, to: string, op: string): void {
     this.time(op, () => this.inner.rename(from, to, op));
   }
-  unlink(file: string, op: string): void {
+  override unlink(file: string, op: string): void {
     this.time(op, () => this.inner.unlink(file, op));
   }
-  mkdir(dir: string, op: string): void {
-    this.inner.mkdir(dir, op);
-  }
-  readdir(dir: string): string[] {
-    return this.inner.readdir(dir);
-  }
-  exists(file: string): boolean {
-    return this.inner.exists(file);
-  }
-  syncDir(dir: string, op: string): void {
+  override syncDir(dir: string, op: string): void {
     this.time(`${op} (fsync dir)`, () => this.inner.syncDir(dir, op));
-  }
-  step(op: string): void {
-    this.inner.step(op);
   }
 }
 
@@ -341,17 +323,23 @@ async function plainRun(file: string, synchronous: 'FULL' | 'NORMAL', n: number,
   }
 }
 
+/** Opens a primary for the capture runs, creates the table and warms it up; returns the write. */
+async function warmPrimary(file: string, durability: Durability, payload: Buffer, efs?: TimingFs): Promise<{ db: PrimaryDatabase; txn: (c: Connection) => void }> {
+  const db = PrimaryDatabase.open({ file, durability, efs });
+  db.write((c) => c.exec(ROW_SQL));
+  let ins: Database.Statement | undefined;
+  const txn = (c: Connection): void => {
+    ins ??= c.prepare(INSERT_SQL);
+    ins.run(payload);
+  };
+  for (let i = 0; i < CAPTURE_WARMUP; i++) db.write(txn);
+  await db.waitDurable();
+  return { db, txn };
+}
+
 async function geodrRun(file: string, durability: Durability, n: number, payload: Buffer): Promise<number> {
-  const db = PrimaryDatabase.open({ file, durability });
+  const { db, txn } = await warmPrimary(file, durability, payload);
   try {
-    db.write((c) => c.exec(ROW_SQL));
-    let ins: Database.Statement | undefined;
-    const txn = (c: Connection): void => {
-      ins ??= c.prepare(INSERT_SQL);
-      ins.run(payload);
-    };
-    for (let i = 0; i < CAPTURE_WARMUP; i++) db.write(txn);
-    await db.waitDurable();
     const start = performance.now();
     for (let i = 0; i < n; i++) {
       db.write(txn);
@@ -401,16 +389,8 @@ function instrument(db: PrimaryDatabase, tfs: TimingFs): Map<Hooked, number> {
 /** Where a geodr write's time goes: one extra run with the parts timed (µs per transaction). */
 async function captureBreakdown(file: string, durability: Durability, n: number, payload: Buffer): Promise<Record<string, number>> {
   const tfs = new TimingFs(new NodeFs());
-  const db = PrimaryDatabase.open({ file, durability, efs: tfs });
+  const { db, txn } = await warmPrimary(file, durability, payload, tfs);
   try {
-    db.write((c) => c.exec(ROW_SQL));
-    let ins: Database.Statement | undefined;
-    const txn = (c: Connection): void => {
-      ins ??= c.prepare(INSERT_SQL);
-      ins.run(payload);
-    };
-    for (let i = 0; i < CAPTURE_WARMUP; i++) db.write(txn);
-    await db.waitDurable();
     const parts = instrument(db, tfs);
     tfs.ms.clear();
     tfs.msByPart.clear();

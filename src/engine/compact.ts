@@ -13,7 +13,7 @@ import { checksumEquals, checksumHex } from './checksum.js';
 import { writeFileAtomic, type EngineFs } from './fs.js';
 import { materialize } from './materialize.js';
 import { encodeRecord, type TxRecord } from './record.js';
-import { writeFullSnapshot } from './snapshot.js';
+import { fullSnapshotName, writeFullSnapshot } from './snapshot.js';
 
 export const DEFAULT_SPANS = [1_000, 100_000];
 
@@ -103,7 +103,10 @@ export function compact(efs: EngineFs, chain: LocalChain, opts: CompactOptions =
   const snapshots: number[] = [];
   const range = chain.recordRange();
   if (range === undefined) return { created, snapshots };
-  const have = new Set(chain.units().map((u) => `${u.kind}:${u.level}:${u.baseTxid}:${u.txid}`));
+  // One listing, kept up to date as units are written: looking units up by listing the
+  // directories again for every window made compaction quadratic in the history.
+  const key = (kind: UnitRef['kind'], level: number, base: number, txid: number): string => `${kind}:${level}:${base}:${txid}`;
+  const units = new Map(chain.units().map((u) => [key(u.kind, u.level, u.baseTxid, u.txid), u]));
   for (let level = 1; level <= spans.length; level++) {
     const span = spans[level - 1]!;
     const dir = path.join(chain.stateDir, 'levels', `L${level}`);
@@ -112,7 +115,7 @@ export function compact(efs: EngineFs, chain: LocalChain, opts: CompactOptions =
     for (let w = firstWindow; w <= lastWindow; w++) {
       const base = w * span;
       const end = base + span;
-      if (have.has(`compacted:${level}:${base}:${end}`)) continue;
+      if (units.has(key('compacted', level, base, end))) continue;
       let merged: TxRecord;
       if (level === 1) {
         merged = mergeUnits(chain.records(base + 1, end));
@@ -120,7 +123,7 @@ export function compact(efs: EngineFs, chain: LocalChain, opts: CompactOptions =
         const sub = spans[level - 2]!;
         const parts: UnitRef[] = [];
         for (let b = base; b < end; b += sub) {
-          const ref = chain.units().find((u) => u.kind === 'compacted' && u.level === level - 1 && u.baseTxid === b && u.txid === b + sub);
+          const ref = units.get(key('compacted', level - 1, b, b + sub));
           if (ref === undefined) break;
           parts.push(ref);
         }
@@ -130,8 +133,9 @@ export function compact(efs: EngineFs, chain: LocalChain, opts: CompactOptions =
       efs.mkdir(dir, 'compact.mkdir');
       const file = path.join(dir, compactedName(base, end));
       writeFileAtomic(efs, file, encodeRecord(merged), 'compact.write');
-      have.add(`compacted:${level}:${base}:${end}`);
-      created.push({ kind: 'compacted', level, baseTxid: base, txid: end, object: file });
+      const ref: UnitRef = { kind: 'compacted', level, baseTxid: base, txid: end, object: file };
+      units.set(key('compacted', level, base, end), ref);
+      created.push(ref);
     }
   }
   if (opts.rollSnapshots !== false) {
@@ -139,11 +143,11 @@ export function compact(efs: EngineFs, chain: LocalChain, opts: CompactOptions =
     efs.mkdir(scratch, 'compact.scratch');
     for (const name of efs.readdir(scratch)) if (name.startsWith('geodr-roll-')) efs.unlink(path.join(scratch, name), 'compact.sweep');
     const top = spans[spans.length - 1]!;
-    for (const u of chain.units()) {
-      if (u.kind !== 'compacted' || u.level !== spans.length || u.txid % top !== 0) continue;
-      if (have.has(`full:0:${u.txid}:${u.txid}`)) continue;
+    const tops = [...units.values()].filter((u) => u.kind === 'compacted' && u.level === spans.length && u.txid % top === 0).sort((a, b) => a.txid - b.txid);
+    for (const u of tops) {
+      if (units.has(key('full', 0, u.txid, u.txid))) continue;
       rollSnapshot(efs, chain, u.txid, scratch);
-      have.add(`full:0:${u.txid}:${u.txid}`);
+      units.set(key('full', 0, u.txid, u.txid), { kind: 'full', level: 0, baseTxid: u.txid, txid: u.txid, object: path.join(chain.stateDir, 'snapshots', fullSnapshotName(u.txid)) });
       snapshots.push(u.txid);
     }
   }

@@ -162,6 +162,59 @@ export class NodeFs implements EngineFs {
 }
 
 /**
+ * Hands every call to another EngineFs. Wrappers (fault injection, timing) extend it and
+ * override only the calls they act on.
+ */
+export class PassThroughFs implements EngineFs {
+  constructor(protected readonly inner: EngineFs) {}
+  open(file: string, flags: OpenFlags, op: string): number {
+    return this.inner.open(file, flags, op);
+  }
+  close(fd: number, op: string): void {
+    this.inner.close(fd, op);
+  }
+  read(fd: number, buf: Uint8Array, offset: number, length: number, position: number, op: string): number {
+    return this.inner.read(fd, buf, offset, length, position, op);
+  }
+  write(fd: number, buf: Uint8Array, position: number, op: string): void {
+    this.inner.write(fd, buf, position, op);
+  }
+  sync(fd: number, op: string): void {
+    this.inner.sync(fd, op);
+  }
+  syncFile(file: string, op: string): Promise<void> {
+    return this.inner.syncFile(file, op);
+  }
+  truncate(fd: number, length: number, op: string): void {
+    this.inner.truncate(fd, length, op);
+  }
+  size(fd: number): number {
+    return this.inner.size(fd);
+  }
+  rename(from: string, to: string, op: string): void {
+    this.inner.rename(from, to, op);
+  }
+  unlink(file: string, op: string): void {
+    this.inner.unlink(file, op);
+  }
+  mkdir(dir: string, op: string): void {
+    this.inner.mkdir(dir, op);
+  }
+  readdir(dir: string): string[] {
+    return this.inner.readdir(dir);
+  }
+  exists(file: string): boolean {
+    return this.inner.exists(file);
+  }
+  syncDir(dir: string, op: string): void {
+    this.inner.syncDir(dir, op);
+  }
+  step(op: string): void {
+    this.inner.step(op);
+  }
+}
+
+/**
  * What a fault plan decides for one labelled call: `crash` kills the process before
  * the step, `torn` (on writes) writes the first half and then kills, `fail` throws
  * IO_FAILED, undefined lets the call through.
@@ -173,17 +226,19 @@ export type FaultAction = 'crash' | 'torn' | 'fail' | undefined;
  * SIGKILL (a real crash: no cleanup, no flush) or throws IO_FAILED. It counts what
  * it did so tests can prove the fault fired.
  */
-export class FaultFs implements EngineFs {
+export class FaultFs extends PassThroughFs {
   /** Labels seen, in order (bounded to the last 1000). */
   readonly seen: string[] = [];
   calls = 0;
   fired = 0;
 
   constructor(
-    private readonly inner: EngineFs,
+    inner: EngineFs,
     private readonly plan: (op: string, call: number) => FaultAction,
     private readonly onCrash: (op: string, call: number) => void = () => {},
-  ) {}
+  ) {
+    super(inner);
+  }
 
   private check(op: string, canTear = false): 'torn' | undefined {
     this.calls++;
@@ -200,17 +255,11 @@ export class FaultFs implements EngineFs {
     throw new GeodrError('IO_FAILED', 'injected fault', { operation: op });
   }
 
-  open(file: string, flags: OpenFlags, op: string): number {
+  override open(file: string, flags: OpenFlags, op: string): number {
     this.check(op);
     return this.inner.open(file, flags, op);
   }
-  close(fd: number, op: string): void {
-    this.inner.close(fd, op);
-  }
-  read(fd: number, buf: Uint8Array, offset: number, length: number, position: number, op: string): number {
-    return this.inner.read(fd, buf, offset, length, position, op);
-  }
-  write(fd: number, buf: Uint8Array, position: number, op: string): void {
+  override write(fd: number, buf: Uint8Array, position: number, op: string): void {
     if (this.check(op, true) === 'torn') {
       // A crash in the middle of a write leaves part of it on disk.
       this.inner.write(fd, buf.subarray(0, Math.max(1, buf.length >> 1)), position, op);
@@ -219,43 +268,31 @@ export class FaultFs implements EngineFs {
     }
     this.inner.write(fd, buf, position, op);
   }
-  sync(fd: number, op: string): void {
+  override sync(fd: number, op: string): void {
     this.check(op);
     this.inner.sync(fd, op);
   }
-  async syncFile(file: string, op: string): Promise<void> {
+  override async syncFile(file: string, op: string): Promise<void> {
     this.check(op);
     await this.inner.syncFile(file, op);
   }
-  truncate(fd: number, length: number, op: string): void {
+  override truncate(fd: number, length: number, op: string): void {
     this.check(op);
     this.inner.truncate(fd, length, op);
   }
-  size(fd: number): number {
-    return this.inner.size(fd);
-  }
-  rename(from: string, to: string, op: string): void {
+  override rename(from: string, to: string, op: string): void {
     this.check(op);
     this.inner.rename(from, to, op);
   }
-  unlink(file: string, op: string): void {
+  override unlink(file: string, op: string): void {
     this.check(op);
     this.inner.unlink(file, op);
   }
-  mkdir(dir: string, op: string): void {
-    this.inner.mkdir(dir, op);
-  }
-  readdir(dir: string): string[] {
-    return this.inner.readdir(dir);
-  }
-  exists(file: string): boolean {
-    return this.inner.exists(file);
-  }
-  syncDir(dir: string, op: string): void {
+  override syncDir(dir: string, op: string): void {
     this.check(op);
     this.inner.syncDir(dir, op);
   }
-  step(op: string): void {
+  override step(op: string): void {
     this.check(op);
   }
 }
