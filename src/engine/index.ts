@@ -2,7 +2,7 @@
  * The page-level transaction log engine: capture from a primary's WAL, the local
  * durable log, replicas, snapshots, compaction and materialize.
  */
-export { PrimaryDatabase, type PrimaryOptions, type PrimaryStatus, type Durability, type PinnedView, type RecordListener } from './primary.js';
+export { PrimaryDatabase, type PrimaryOptions, type PrimaryStatus, type Durability, type PinnedView, type RecordListener, type WriteTransaction } from './primary.js';
 export { ReplicaDatabase, type ReplicaOptions, type ReplicaPosition, type ReadTransaction } from './replica.js';
 export { TxLog, type LoggedTx } from './log.js';
 export { LocalChain, type ChainSource, type UnitRef } from './chain.js';

@@ -80,6 +80,18 @@ export interface PrimaryStatus {
   checkpoints: number;
 }
 
+/** An interactive write transaction from {@link PrimaryDatabase.begin}. */
+export interface WriteTransaction {
+  /** The writer connection, inside BEGIN IMMEDIATE. */
+  readonly conn: Connection;
+  /** False once committed or rolled back. */
+  open: boolean;
+  /** COMMIT and capture; returns the database's TXID afterwards. Rolls back if COMMIT fails. */
+  commit(): number;
+  /** ROLLBACK; a no-op once finished. */
+  rollback(): void;
+}
+
 /** A consistent read-only view of the primary at one TXID, pinned against checkpoints. */
 export interface PinnedView {
   dbId: string;
@@ -130,6 +142,7 @@ export class PrimaryDatabase {
   private pins = 0;
   private checkpoints = 0;
   private failure: unknown;
+  private openTx: WriteTransaction | undefined;
   private closed = false;
   private readonly listeners = new Set<RecordListener>();
   /** Captured records not yet handed to listeners: they only ever see durable records. */
@@ -360,6 +373,7 @@ export class PrimaryDatabase {
    */
   write<T>(fn: (conn: Connection) => T, options: { transaction?: boolean } = {}): { result: T; txid: number } {
     this.ensureOpen();
+    this.refuseWhileTransactionOpen();
     this.efs.step('primary.commit');
     // transaction:false runs fn in autocommit mode, for statements SQLite refuses inside a
     // transaction (VACUUM); each statement it runs then becomes its own record.
@@ -367,6 +381,61 @@ export class PrimaryDatabase {
     this.capture();
     this.maybeCheckpoint();
     return { result, txid: this.lastTxid };
+  }
+
+  private refuseWhileTransactionOpen(): void {
+    if (this.openTx !== undefined) {
+      throw new GeodrError('BUSY', 'an interactive write transaction is open on this database', { database: this.name, operation: 'primary.write' });
+    }
+  }
+
+  /**
+   * Opens a write transaction (BEGIN IMMEDIATE) that stays open across awaits, for
+   * callers whose statements arrive one by one (interactive SQL transactions). Only
+   * one can be open, and write() answers BUSY meanwhile: the caller serializes.
+   * commit() captures like write() and returns the new TXID.
+   *
+   * @example
+   * const tx = db.begin()
+   * tx.conn.prepare('insert into t values (1)').run()
+   * const txid = tx.commit()
+   */
+  begin(): WriteTransaction {
+    this.ensureOpen();
+    this.refuseWhileTransactionOpen();
+    this.efs.step('primary.begin');
+    this.conn.prepare('BEGIN IMMEDIATE').run();
+    const tx: WriteTransaction = {
+      conn: this.conn,
+      open: true,
+      commit: () => {
+        this.endTransaction(tx);
+        try {
+          this.conn.prepare('COMMIT').run();
+        } catch (e) {
+          if (this.conn.inTransaction) this.conn.prepare('ROLLBACK').run();
+          throw e;
+        }
+        this.capture();
+        this.maybeCheckpoint();
+        return this.lastTxid;
+      },
+      rollback: () => {
+        if (!tx.open) return;
+        this.endTransaction(tx);
+        if (this.conn.open && this.conn.inTransaction) this.conn.prepare('ROLLBACK').run();
+      },
+    };
+    this.openTx = tx;
+    return tx;
+  }
+
+  private endTransaction(tx: WriteTransaction): void {
+    if (!tx.open || this.openTx !== tx) {
+      throw new GeodrError('DATABASE_CLOSED', 'the transaction is already finished', { database: this.name, operation: 'primary.commit' });
+    }
+    tx.open = false;
+    this.openTx = undefined;
   }
 
   /** BEGIN IMMEDIATE … COMMIT with statements prepared once (cheaper than a wrapper per call). */
@@ -562,7 +631,7 @@ export class PrimaryDatabase {
 
   private checkpointWith(mode: 'RESTART' | 'TRUNCATE'): boolean {
     this.ensureOpen();
-    if (this.pins > 0) return false;
+    if (this.pins > 0 || this.openTx !== undefined) return false;
     this.capture();
     try {
       this.flush();
@@ -699,6 +768,7 @@ export class PrimaryDatabase {
   close(): void {
     if (this.closed) return;
     try {
+      this.openTx?.rollback();
       if (this.failure === undefined) {
         this.capture();
         this.flush();
