@@ -4,6 +4,7 @@
  * scripts can tell a typo from a failed run (exit 1).
  */
 import { ENGINE_USAGE, runEngineBench, UsageError } from './engine.js';
+import { SERVER_USAGE, runServerBench } from './server.js';
 
 interface Bench {
   summary: string;
@@ -11,7 +12,10 @@ interface Bench {
   run: (args: string[]) => Promise<void>;
 }
 
-const BENCHES = new Map<string, Bench>([['engine', { summary: 'capture throughput, replica apply, materialize vs cp, history scaling', usage: ENGINE_USAGE, run: runEngineBench }]]);
+const BENCHES = new Map<string, Bench>([
+  ['engine', { summary: 'capture throughput, replica apply, materialize vs cp, history scaling', usage: ENGINE_USAGE, run: runEngineBench }],
+  ['server', { summary: 'SQL endpoint reads and writes over HTTP, vs in-process; RSS of 10,000 idle databases', usage: SERVER_USAGE, run: runServerBench }],
+]);
 
 function list(): void {
   console.log('usage: node dist/bench/run.js NAME [options]   (or: npm run bench -- NAME [options])\n');

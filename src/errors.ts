@@ -34,6 +34,20 @@ export const ERROR_CODES = {
   TARGET_OUT_OF_RANGE: { status: 416, retryable: false, summary: 'The requested TXID or time lies outside the history that is kept.' },
   INTEGRITY_CHECK_FAILED: { status: 500, retryable: false, summary: 'SQLite integrity_check did not report ok on a materialized or replicated file.' },
   BUSY: { status: 503, retryable: true, summary: 'The database is busy with another exclusive step; try again.' },
+  NOT_FOUND: { status: 404, retryable: false, summary: 'The named database, pool, operation, transaction or route does not exist.' },
+  CONFLICT: { status: 409, retryable: false, summary: 'The resource already exists, or its state does not allow the request (e.g. a pool that still holds databases).' },
+  UNAUTHENTICATED: { status: 401, retryable: false, summary: 'No bearer token, or one the server does not know.' },
+  FORBIDDEN: { status: 403, retryable: false, summary: 'The token is valid but its role or scope does not cover this request.' },
+  SQL_ERROR: { status: 400, retryable: false, summary: 'SQLite rejected the statement (syntax, constraint, missing table, ...); `details.sqliteCode` has its code.' },
+  SQL_REFUSED: { status: 403, retryable: false, summary: 'The statement could reach outside its database or break the engine (ATTACH, VACUUM INTO, load_extension, unsafe PRAGMA).' },
+  QUOTA_EXCEEDED: { status: 507, retryable: false, summary: 'The write would take the elastic pool past its storage quota, or the pool is full of databases; nothing was written.' },
+  LIMIT_EXCEEDED: { status: 413, retryable: false, summary: 'A request body, batch, or result is larger than the server allows.' },
+  STATEMENT_TIMEOUT: { status: 408, retryable: true, summary: 'A statement ran past the statement time limit and was rolled back.' },
+  TRANSACTION_EXPIRED: { status: 410, retryable: false, summary: 'An interactive transaction passed its timeout and was rolled back, or was already finished.' },
+  UNSUPPORTED: { status: 501, retryable: false, summary: 'The request names a feature this server does not offer yet (e.g. a createMode a later release adds).' },
+  CANCELLED: { status: 409, retryable: false, summary: 'The operation was cancelled before it finished.' },
+  INTERNAL: { status: 500, retryable: false, summary: 'A bug: something failed that geodr did not expect. The message and logs say what.' },
+  UNAVAILABLE: { status: 503, retryable: true, summary: 'The server is starting up or shutting down, or the database is being moved; try again.' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -72,6 +86,19 @@ export class GeodrError extends Error {
     this.context = context;
     this.retryable = ERROR_CODES[code].retryable;
     this.status = ERROR_CODES[code].status;
+    this.reason = message;
+  }
+
+  /** The message without the code prefix and context suffix. */
+  readonly reason: string;
+
+  /**
+   * The same error with more context (the layer above knows the database or the
+   * batch index), keeping the code and the original as the cause.
+   */
+  withContext(more: ErrorContext, prefix = ''): GeodrError {
+    const details = more.details !== undefined || this.context.details !== undefined ? { ...this.context.details, ...more.details } : undefined;
+    return new GeodrError(this.code, `${prefix}${this.reason}`, { ...this.context, ...more, details }, { cause: this.cause ?? this });
   }
 
   toJSON(): Record<string, unknown> {

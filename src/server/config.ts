@@ -1,0 +1,145 @@
+/**
+ * Server configuration: a JSON file, then GEODR_* environment variables, then flags,
+ * each later source overriding the earlier. Validated with zod; any problem is one
+ * INVALID_ARGUMENT error naming every bad field.
+ */
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { z } from 'zod';
+import { GeodrError } from '../errors.js';
+import { validateName } from './names.js';
+
+const nameField = (kind: 'database' | 'pool' | 'server' | 'region' | 'token') =>
+  z.string().superRefine((v, ctx) => {
+    try {
+      validateName(kind, v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message.replace(/^INVALID_ARGUMENT: /, '') });
+    }
+  });
+
+const TokenSchema = z
+  .strictObject({
+    name: nameField('token'),
+    /** The token itself. Prefer `sha256` in files others can read. */
+    secret: z.string().min(16, 'a token secret needs at least 16 characters').optional(),
+    /** Hex SHA-256 of the token. */
+    sha256: z.string().regex(/^[0-9a-f]{64}$/, 'sha256 must be 64 lower-case hex digits').optional(),
+    role: z.enum(['admin', 'data']),
+    /** For data tokens: the databases it may use. */
+    databases: z.array(nameField('database')).optional(),
+    /** For data tokens: the pools whose databases it may use. */
+    pools: z.array(nameField('pool')).optional(),
+  })
+  .refine((t) => (t.secret === undefined) !== (t.sha256 === undefined), { message: 'give exactly one of "secret" or "sha256"' });
+
+const LimitsSchema = z.strictObject({
+  /** Open databases kept in the LRU; idle ones beyond this are closed. */
+  maxOpenDatabases: z.number().int().min(1).max(100_000).default(256),
+  /** Largest request body. */
+  requestBytes: z.number().int().min(1024).max(1 << 30).default(8 << 20),
+  /** Largest result (approximate bytes of values) one request returns. */
+  resultBytes: z.number().int().min(1024).max(1 << 30).default(16 << 20),
+  /** Statements in one batch or pipeline. */
+  batchStatements: z.number().int().min(1).max(100_000).default(1000),
+  statementTimeoutMs: z.number().int().min(1).max(3_600_000).default(10_000),
+  /** Default and maximum lifetime of an interactive transaction. */
+  transactionTimeoutMs: z.number().int().min(100).max(3_600_000).default(30_000),
+  /** How long a write waits for another session's open transaction before BUSY. */
+  writeWaitMs: z.number().int().min(0).max(600_000).default(5_000),
+  /** A database unused this long is closed (its descriptors and cache freed). */
+  idleCloseMs: z.number().int().min(100).max(86_400_000).default(30_000),
+});
+
+export const ServerConfigSchema = z.strictObject({
+  name: nameField('server').default('server1'),
+  region: nameField('region').default('local'),
+  host: z.string().min(1).default('127.0.0.1'),
+  port: z.number().int().min(0).max(65535).default(7480),
+  dataDir: z.string().min(1),
+  tokens: z.array(TokenSchema).default([]),
+  limits: LimitsSchema.default(LimitsSchema.parse({})),
+  /** `group`: acknowledge after the grouped log fsync (default); `commit`: fsync per write. */
+  durability: z.enum(['group', 'commit']).default('group'),
+  groupCommitMs: z.number().int().min(0).max(1000).default(2),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Pool that databases created without one join; created at start if missing. */
+  defaultPool: nameField('pool').default('default'),
+});
+
+export type ServerConfig = z.infer<typeof ServerConfigSchema>;
+export type TokenConfig = z.infer<typeof TokenSchema>;
+export type Limits = z.infer<typeof LimitsSchema>;
+
+/** Environment variables read by {@link loadConfig}, and the field each sets. */
+export const ENVIRONMENT: Record<string, { field: string; type: 'string' | 'number' }> = {
+  GEODR_NAME: { field: 'name', type: 'string' },
+  GEODR_REGION: { field: 'region', type: 'string' },
+  GEODR_HOST: { field: 'host', type: 'string' },
+  GEODR_PORT: { field: 'port', type: 'number' },
+  GEODR_DATA_DIR: { field: 'dataDir', type: 'string' },
+  GEODR_DURABILITY: { field: 'durability', type: 'string' },
+  GEODR_LOG_LEVEL: { field: 'logLevel', type: 'string' },
+};
+
+export interface ConfigSources {
+  /** Path of a JSON config file. */
+  file?: string | undefined;
+  /** Environment (default: none; pass process.env to read GEODR_*). */
+  env?: Record<string, string | undefined>;
+  /** Flag values, already named like config fields. Undefined values are ignored. */
+  overrides?: Partial<Record<keyof ServerConfig, unknown>>;
+}
+
+/**
+ * Reads and validates the configuration. `GEODR_ADMIN_TOKEN` adds an admin token.
+ *
+ * @example
+ * const config = loadConfig({ file: 'server.json', env: process.env })
+ */
+export function loadConfig(sources: ConfigSources): ServerConfig {
+  let raw: Record<string, unknown> = {};
+  if (sources.file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(sources.file, 'utf8');
+    } catch (e) {
+      throw new GeodrError('INVALID_ARGUMENT', `cannot read config file ${sources.file}: ${(e as Error).message}`, { object: sources.file });
+    }
+    try {
+      raw = JSON.parse(text) as Record<string, unknown>;
+    } catch (e) {
+      throw new GeodrError('INVALID_ARGUMENT', `config file ${sources.file} is not valid JSON: ${(e as Error).message}`, { object: sources.file });
+    }
+    if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+      throw new GeodrError('INVALID_ARGUMENT', `config file ${sources.file} must hold a JSON object`, { object: sources.file });
+    }
+    if (typeof raw.dataDir === 'string') raw.dataDir = path.resolve(path.dirname(sources.file), raw.dataDir);
+  }
+  const env = sources.env ?? {};
+  for (const [key, { field, type }] of Object.entries(ENVIRONMENT)) {
+    const v = env[key];
+    if (v === undefined || v === '') continue;
+    if (type === 'number') {
+      const n = Number(v);
+      if (!Number.isInteger(n)) throw new GeodrError('INVALID_ARGUMENT', `${key}=${JSON.stringify(v)} is not an integer`);
+      raw[field] = n;
+    } else raw[field] = v;
+  }
+  for (const [k, v] of Object.entries(sources.overrides ?? {})) if (v !== undefined) raw[k] = v;
+  const adminToken = env.GEODR_ADMIN_TOKEN;
+  if (adminToken !== undefined && adminToken !== '') {
+    raw.tokens = [...((raw.tokens as unknown[] | undefined) ?? []), { name: 'env-admin', secret: adminToken, role: 'admin' }];
+  }
+  const parsed = ServerConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.length > 0 ? i.path.join('.') : '(top level)'}: ${i.message}`);
+    throw new GeodrError('INVALID_ARGUMENT', `invalid server configuration: ${problems.join('; ')}`, { object: sources.file, details: { problems } });
+  }
+  const config = parsed.data;
+  config.dataDir = path.resolve(config.dataDir);
+  if (!config.tokens.some((t) => t.role === 'admin')) {
+    throw new GeodrError('INVALID_ARGUMENT', 'invalid server configuration: no admin token; add one under "tokens" or set GEODR_ADMIN_TOKEN', { object: sources.file });
+  }
+  return config;
+}

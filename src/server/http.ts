@@ -1,0 +1,531 @@
+/**
+ * The HTTP surface of a server: management API (pools, databases, operations), SQL
+ * endpoint (JSON, and libSQL's Hrana-over-HTTP), health, metrics and OpenAPI.
+ * Handlers validate shapes with JSON schema (unknown fields are refused, not dropped)
+ * and call {@link ServerService} or {@link SqlSession}; every error leaves as
+ * `{ "error": { code, message, retryable, ... } }` with the code's HTTP status.
+ */
+import { randomUUID } from 'node:crypto';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import swagger from '@fastify/swagger';
+import type { Logger } from 'pino';
+import { GeodrError, isGeodrError } from '../errors.js';
+import { requireAdmin, requireDatabaseAccess, type Authenticator, type Principal } from './auth.js';
+import type { ServerConfig } from './config.js';
+import { HranaEndpoint } from './hrana.js';
+import type { ServerMetrics } from './metrics.js';
+import { validateName } from './names.js';
+import type { ServerService } from './service.js';
+import { SqlSession, type SqlContext, type SqlResult, type SqlStatement } from './sql.js';
+import { decodeValue, encodeValue } from './values.js';
+import type { OperationRecord } from './store.js';
+
+export const API_VERSION = '2026-11-01';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal?: Principal;
+  }
+}
+
+export interface AppDeps {
+  config: ServerConfig;
+  service: ServerService;
+  sql: SqlContext;
+  auth: Authenticator;
+  metrics: ServerMetrics;
+  logger: Logger;
+  version: string;
+  /** False while starting and draining: /readyz answers 503 and new SQL is refused. */
+  isReady: () => boolean;
+}
+
+const NAME = { type: 'string', minLength: 1, maxLength: 200 } as const;
+const dbParams = { type: 'object', properties: { db: NAME }, required: ['db'] } as const;
+const poolParams = { type: 'object', properties: { pool: NAME }, required: ['pool'] } as const;
+const opParams = { type: 'object', properties: { id: { type: 'string', maxLength: 100 } }, required: ['id'] } as const;
+const txParams = { type: 'object', properties: { db: NAME, tx: { type: 'string', maxLength: 100 } }, required: ['db', 'tx'] } as const;
+
+const sqlValueSchema = {
+  description: 'null, number, string, boolean, {"$integer": "…"}, {"$real": n} or {"$blob": "<base64>"}',
+} as const;
+const statementSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['sql'],
+  properties: {
+    sql: { type: 'string', minLength: 1 },
+    args: { type: 'array', items: sqlValueSchema },
+    named: { type: 'object', additionalProperties: sqlValueSchema },
+  },
+} as const;
+const poolBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    maxDatabases: { type: 'integer', minimum: 1, maximum: 1_000_000 },
+    maxConcurrentOperations: { type: 'integer', minimum: 1, maximum: 64 },
+    storageQuotaBytes: { type: 'integer', minimum: 0, description: '0 means no quota' },
+  },
+} as const;
+
+type Req = FastifyRequest;
+
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const { config, service, auth, metrics } = deps;
+  const app = Fastify({
+    loggerInstance: deps.logger as FastifyBaseLogger,
+    bodyLimit: config.limits.requestBytes,
+    // Unknown fields are an error, never silently dropped; types are not coerced in bodies.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    genReqId: () => randomUUID(),
+    // Long names reach validateName, which says what is wrong, instead of a bare 414.
+    routerOptions: { maxParamLength: 1000 },
+    // Per-request lines would dominate the log at thousands of statements a second.
+    logController: new LogController({ disableRequestLogging: true }),
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'geodr server API', version: API_VERSION, description: 'Management API and SQL endpoint of one geodr server.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    metrics.httpRequests.inc({ method: req.method, route: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) });
+    if (reply.statusCode >= 500) req.log.warn({ method: req.method, url: req.routeOptions.url, status: reply.statusCode }, 'request failed');
+  });
+
+  const open = new Set(['/healthz', '/readyz', '/openapi.json']);
+  app.addHook('onRequest', async (req) => {
+    if (open.has(req.url.split('?')[0]!)) return;
+    req.principal = auth.authenticate(req.headers.authorization);
+  });
+
+  app.setErrorHandler((err: unknown, req, reply) => {
+    const g = toGeodrError(err);
+    if (g.status >= 500) req.log.error({ err: g, code: g.code }, 'request error');
+    void reply.status(g.status).send({ error: g.toJSON() });
+  });
+  app.setNotFoundHandler((req, reply) => {
+    void reply.status(404).send({ error: new GeodrError('NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`).toJSON() });
+  });
+
+  const admin = (req: Req): void => requireAdmin(req.principal!);
+  const dbAccess = (req: Req, db: string): void => {
+    validateName('database', db);
+    const rec = service.store.getDatabase(db);
+    requireDatabaseAccess(req.principal!, db, rec?.pool);
+    if (rec === undefined) throw new GeodrError('NOT_FOUND', `database ${JSON.stringify(db)} does not exist`, { database: db });
+  };
+  const ready = (): void => {
+    if (!deps.isReady()) throw new GeodrError('UNAVAILABLE', 'the server is starting or shutting down');
+  };
+
+  // Health
+
+  app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+  app.get('/readyz', { schema: { hide: true } }, async (_req, reply) => {
+    if (!deps.isReady()) return reply.status(503).send({ status: 'unavailable' });
+    return { status: 'ready' };
+  });
+  app.get('/metrics', { schema: { hide: true } }, async (req, reply) => {
+    admin(req);
+    const body = await metrics.registry.metrics();
+    return reply.type(metrics.registry.contentType).send(body);
+  });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  // Server
+
+  app.get('/v1/server', { schema: { summary: 'This server: name, region, version, counts.', tags: ['server'] } }, async () => ({
+    name: config.name,
+    region: config.region,
+    version: deps.version,
+    apiVersion: API_VERSION,
+    defaultPool: config.defaultPool,
+    databases: service.store.listDatabases().length,
+    pools: service.store.listPools().length,
+    openDatabases: service.host.openCount,
+  }));
+
+  // Elastic pools
+
+  app.get('/v1/elasticPools', { schema: { summary: 'List elastic pools.', tags: ['pools'] } }, async (req) => {
+    admin(req);
+    return { value: service.listPools() };
+  });
+  app.get<{ Params: { pool: string } }>('/v1/elasticPools/:pool', { schema: { summary: 'Get an elastic pool.', tags: ['pools'], params: poolParams } }, async (req) => {
+    admin(req);
+    return service.getPool(req.params.pool);
+  });
+  app.put<{ Params: { pool: string }; Body: { maxDatabases?: number; maxConcurrentOperations?: number; storageQuotaBytes?: number } }>(
+    '/v1/elasticPools/:pool',
+    { schema: { summary: 'Create or update an elastic pool.', tags: ['pools'], params: poolParams, body: poolBody } },
+    async (req, reply) => {
+      admin(req);
+      const { pool, created } = service.putPool(req.params.pool, req.body ?? {});
+      return reply.status(created ? 201 : 200).send(pool);
+    },
+  );
+  app.patch<{ Params: { pool: string }; Body: { maxDatabases?: number; maxConcurrentOperations?: number; storageQuotaBytes?: number } }>(
+    '/v1/elasticPools/:pool',
+    { schema: { summary: 'Update an elastic pool.', tags: ['pools'], params: poolParams, body: poolBody } },
+    async (req) => {
+      admin(req);
+      service.getPool(req.params.pool);
+      return service.putPool(req.params.pool, req.body ?? {}).pool;
+    },
+  );
+  app.delete<{ Params: { pool: string } }>('/v1/elasticPools/:pool', { schema: { summary: 'Delete an empty elastic pool.', tags: ['pools'], params: poolParams } }, async (req, reply) => {
+    admin(req);
+    service.deletePool(req.params.pool, config.defaultPool);
+    return reply.status(204).send();
+  });
+
+  // Databases
+
+  app.get<{ Querystring: { pool?: string } }>(
+    '/v1/databases',
+    { schema: { summary: 'List databases (the ones a data token may use).', tags: ['databases'], querystring: { type: 'object', additionalProperties: false, properties: { pool: NAME } } } },
+    async (req) => {
+      const p = req.principal!;
+      const all = service.listDatabases(req.query.pool);
+      return { value: p.role === 'admin' ? all : all.filter((d) => p.databases.has(d.name) || p.pools.has(d.pool)) };
+    },
+  );
+  app.get<{ Params: { db: string } }>('/v1/databases/:db', { schema: { summary: 'Get a database: role, pool, size, TXID, checksum, epoch, last write.', tags: ['databases'], params: dbParams } }, async (req) => {
+    dbAccess(req, req.params.db);
+    return service.getDatabase(req.params.db);
+  });
+  app.put<{ Params: { db: string }; Body: { createMode?: string; elasticPoolName?: string } }>(
+    '/v1/databases/:db',
+    {
+      schema: {
+        summary: 'Create a database. createMode Default creates an empty one (201); the other modes arrive with later releases (501 until then).',
+        tags: ['databases'],
+        params: dbParams,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            createMode: { type: 'string', description: 'Default | Copy | Secondary | PointInTimeRestore | Restore | Recovery | RestoreLongTermRetentionBackup' },
+            elasticPoolName: NAME,
+          },
+        },
+      },
+    },
+    async (req, reply) => {
+      admin(req);
+      const body = req.body ?? {};
+      const view = service.createDatabase(req.params.db, { pool: body.elasticPoolName ?? config.defaultPool, createMode: body.createMode });
+      return reply.status(201).send(view);
+    },
+  );
+  app.patch<{ Params: { db: string }; Body: { elasticPoolName?: string } }>(
+    '/v1/databases/:db',
+    {
+      schema: {
+        summary: 'Move a database to another elastic pool.',
+        tags: ['databases'],
+        params: dbParams,
+        body: { type: 'object', additionalProperties: false, required: ['elasticPoolName'], properties: { elasticPoolName: NAME } },
+      },
+    },
+    async (req) => {
+      admin(req);
+      return service.moveDatabase(req.params.db, req.body.elasticPoolName!);
+    },
+  );
+  app.post<{ Params: { db: string }; Body: { newName: string } }>(
+    '/v1/databases/:db/rename',
+    {
+      schema: {
+        summary: 'Rename a database.',
+        tags: ['databases'],
+        params: dbParams,
+        body: { type: 'object', additionalProperties: false, required: ['newName'], properties: { newName: NAME } },
+      },
+    },
+    async (req) => {
+      admin(req);
+      return service.renameDatabase(req.params.db, req.body.newName);
+    },
+  );
+  app.delete<{ Params: { db: string } }>(
+    '/v1/databases/:db',
+    { schema: { summary: 'Delete a database. Its files move to dropped/<id> and it is listed as a restorable dropped database.', tags: ['databases'], params: dbParams } },
+    async (req) => {
+      admin(req);
+      return service.deleteDatabase(req.params.db);
+    },
+  );
+  app.post<{ Params: { db: string } }>(
+    '/v1/databases/:db/verify',
+    { schema: { summary: 'Start an operation that recomputes the checksum and runs integrity_check.', tags: ['databases'], params: dbParams } },
+    async (req, reply) => {
+      admin(req);
+      const op = service.verifyDatabase(req.params.db);
+      return accepted(reply, op);
+    },
+  );
+  app.get('/v1/restorableDroppedDatabases', { schema: { summary: 'Databases deleted from this server whose files are kept.', tags: ['databases'] } }, async (req) => {
+    admin(req);
+    return { value: service.listDropped() };
+  });
+
+  // Operations
+
+  app.get<{ Querystring: { state?: string; database?: string } }>(
+    '/v1/operations',
+    {
+      schema: {
+        summary: 'List operations, newest first.',
+        tags: ['operations'],
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { state: { type: 'string', enum: ['Pending', 'InProgress', 'Succeeded', 'Failed', 'Cancelled'] }, database: NAME },
+        },
+      },
+    },
+    async (req) => {
+      admin(req);
+      return { value: service.operations.list({ state: req.query.state, database: req.query.database }).map(opView) };
+    },
+  );
+  app.get<{ Params: { id: string } }>('/v1/operations/:id', { schema: { summary: 'Get an operation: state, percent complete, times, error.', tags: ['operations'], params: opParams } }, async (req) => {
+    admin(req);
+    return opView(service.operations.get(req.params.id));
+  });
+  app.post<{ Params: { id: string } }>('/v1/operations/:id/cancel', { schema: { summary: 'Cancel an operation.', tags: ['operations'], params: opParams } }, async (req) => {
+    admin(req);
+    return opView(service.operations.cancel(req.params.id));
+  });
+
+  // SQL (JSON)
+
+  const transactions = new Map<string, { session: SqlSession; database: string; principal: string; chain: Promise<unknown> }>();
+  const sweep = setInterval(() => {
+    for (const [id, t] of transactions) if (!t.session.inTransaction) transactions.delete(id);
+  }, 1000);
+  sweep.unref();
+  app.addHook('onClose', async () => {
+    clearInterval(sweep);
+    for (const t of transactions.values()) t.session.close();
+    transactions.clear();
+  });
+
+  const onTx = async <T>(req: Req, db: string, txId: string, fn: (s: SqlSession) => Promise<T>): Promise<T> => {
+    const t = transactions.get(txId);
+    if (t === undefined || t.database !== db || t.principal !== req.principal!.name) {
+      throw new GeodrError('TRANSACTION_EXPIRED', `transaction ${txId} does not exist: it finished, timed out, or belongs to another database`, { database: db });
+    }
+    // Requests on one transaction run one after another, in arrival order.
+    const run = t.chain.then(
+      () => fn(t.session),
+      () => fn(t.session),
+    );
+    t.chain = run.catch(() => undefined);
+    return run;
+  };
+
+  app.post<{ Params: { db: string }; Body: { sql: string; args?: unknown[]; named?: Record<string, unknown>; transaction?: string } }>(
+    '/v1/databases/:db/query',
+    {
+      schema: {
+        summary: 'Run one statement. Writes return once durable.',
+        tags: ['sql'],
+        params: dbParams,
+        body: { ...statementSchema, properties: { ...statementSchema.properties, transaction: { type: 'string', description: 'an interactive transaction id' } } },
+      },
+    },
+    async (req) => {
+      ready();
+      dbAccess(req, req.params.db);
+      const stmt = toStatement(req.body, '');
+      if (req.body.transaction !== undefined) {
+        return resultView(await onTx(req, req.params.db, req.body.transaction, (s) => s.execute(stmt)));
+      }
+      const s = new SqlSession(deps.sql, req.params.db);
+      try {
+        return resultView(await s.execute(stmt));
+      } finally {
+        s.close();
+      }
+    },
+  );
+  app.post<{ Params: { db: string }; Body: { statements: Array<{ sql: string; args?: unknown[]; named?: Record<string, unknown> }>; transaction?: string } }>(
+    '/v1/databases/:db/batch',
+    {
+      schema: {
+        summary: 'Run statements atomically as one transaction.',
+        tags: ['sql'],
+        params: dbParams,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['statements'],
+          properties: { statements: { type: 'array', minItems: 1, items: statementSchema }, transaction: { type: 'string' } },
+        },
+      },
+    },
+    async (req) => {
+      ready();
+      dbAccess(req, req.params.db);
+      const stmts = req.body.statements.map((s, i) => toStatement(s, `statements[${i}].`));
+      const results =
+        req.body.transaction !== undefined
+          ? await onTx(req, req.params.db, req.body.transaction, (s) => s.batch(stmts))
+          : await (async () => {
+              const s = new SqlSession(deps.sql, req.params.db);
+              try {
+                return await s.batch(stmts);
+              } finally {
+                s.close();
+              }
+            })();
+      return { results: results.map(resultView) };
+    },
+  );
+  app.post<{ Params: { db: string }; Body: { mode?: 'write' | 'read'; timeoutMs?: number } }>(
+    '/v1/databases/:db/transactions',
+    {
+      schema: {
+        summary: 'Open an interactive transaction; run statements with its id, then commit or roll back before it times out.',
+        tags: ['sql'],
+        params: dbParams,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { mode: { type: 'string', enum: ['write', 'read'] }, timeoutMs: { type: 'integer', minimum: 100 } },
+        },
+      },
+    },
+    async (req, reply) => {
+      ready();
+      dbAccess(req, req.params.db);
+      const s = new SqlSession(deps.sql, req.params.db);
+      await s.begin(req.body?.mode ?? 'write', req.body?.timeoutMs);
+      const id = randomUUID();
+      transactions.set(id, { session: s, database: req.params.db, principal: req.principal!.name, chain: Promise.resolve() });
+      return reply.status(201).send({ transaction: id, expiresAt: new Date(s.transactionExpiresAt!).toISOString() });
+    },
+  );
+  app.post<{ Params: { db: string; tx: string } }>(
+    '/v1/databases/:db/transactions/:tx/commit',
+    { schema: { summary: 'Commit; returns once durable.', tags: ['sql'], params: txParams } },
+    async (req) => {
+      dbAccess(req, req.params.db);
+      try {
+        return { txid: await onTx(req, req.params.db, req.params.tx, (s) => s.commit()) };
+      } finally {
+        transactions.delete(req.params.tx);
+      }
+    },
+  );
+  app.post<{ Params: { db: string; tx: string } }>(
+    '/v1/databases/:db/transactions/:tx/rollback',
+    { schema: { summary: 'Roll back.', tags: ['sql'], params: txParams } },
+    async (req) => {
+      dbAccess(req, req.params.db);
+      try {
+        await onTx(req, req.params.db, req.params.tx, async (s) => s.rollback());
+        return { rolledBack: true };
+      } finally {
+        transactions.delete(req.params.tx);
+      }
+    },
+  );
+
+  // SQL (libSQL remote protocol: Hrana over HTTP). Clients use the URL
+  // http://host:port/v1/databases/<db>/ — with the trailing slash.
+  const hrana = new HranaEndpoint({ openSession: (db: string) => new SqlSession(deps.sql, db), limits: config.limits });
+  app.addHook('onClose', async () => hrana.close());
+  for (const version of [2, 3] as const) {
+    app.get<{ Params: { db: string } }>(`/v1/databases/:db/v${version}`, { schema: { hide: true, params: dbParams } }, async (req) => {
+      dbAccess(req, req.params.db);
+      return { version };
+    });
+    app.post<{ Params: { db: string }; Body: unknown }>(`/v1/databases/:db/v${version}/pipeline`, { schema: { hide: true, params: dbParams } }, async (req) => {
+      ready();
+      dbAccess(req, req.params.db);
+      return hrana.pipeline(req.params.db, req.principal!.name, req.body, version);
+    });
+  }
+  app.post('/v1/databases/v2/pipeline', { schema: { hide: true } }, async () => {
+    throw new GeodrError('INVALID_ARGUMENT', 'the libSQL URL must name the database and end with a slash: http://host:port/v1/databases/<db>/');
+  });
+
+  return app;
+}
+
+function accepted(reply: FastifyReply, op: OperationRecord): FastifyReply {
+  return reply
+    .status(202)
+    .header('location', `/v1/operations/${op.id}`)
+    .send(opView(op));
+}
+
+export function opView(op: OperationRecord): Record<string, unknown> {
+  return {
+    id: op.id,
+    kind: op.kind,
+    state: op.state,
+    percentComplete: op.percentComplete,
+    database: op.database,
+    pool: op.pool,
+    createdAt: new Date(op.createdAt).toISOString(),
+    startedAt: op.startedAt === null ? null : new Date(op.startedAt).toISOString(),
+    endedAt: op.endedAt === null ? null : new Date(op.endedAt).toISOString(),
+    error: op.error,
+    result: op.result,
+    cancelRequested: op.cancelRequested,
+  };
+}
+
+function toStatement(body: { sql: string; args?: unknown[]; named?: Record<string, unknown> }, where: string): SqlStatement {
+  return {
+    sql: body.sql,
+    args: body.args?.map((v, i) => decodeValue(v, `${where}args[${i}]`)),
+    named: body.named === undefined ? undefined : Object.fromEntries(Object.entries(body.named).map(([k, v]) => [k, decodeValue(v, `${where}named.${k}`)])),
+  };
+}
+
+function resultView(r: SqlResult): Record<string, unknown> {
+  return {
+    columns: r.columns,
+    types: r.decltypes,
+    rows: r.rows.map((row) => row.map(encodeValue)),
+    rowsAffected: r.rowsAffected,
+    lastInsertRowid: r.lastInsertRowid === null ? null : encodeValue(r.lastInsertRowid),
+    txid: r.txid,
+  };
+}
+
+/** Turns anything thrown into a GeodrError, naming fastify's request problems plainly. */
+export function toGeodrError(err: unknown): GeodrError {
+  if (isGeodrError(err)) return err;
+  const e = err as { code?: string; statusCode?: number; message?: string; validation?: Array<{ instancePath?: string; message?: string; params?: Record<string, unknown> }>; validationContext?: string };
+  if (e.validation !== undefined) {
+    const v = e.validation[0];
+    const where = `${e.validationContext ?? 'body'}${v?.instancePath ?? ''}`.replace(/\//g, '.');
+    const extra = typeof v?.params?.additionalProperty === 'string' ? ` (unknown field "${v.params.additionalProperty}")` : '';
+    return new GeodrError('INVALID_ARGUMENT', `${where} ${v?.message ?? 'is invalid'}${extra}`);
+  }
+  switch (e.code) {
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new GeodrError('INVALID_ARGUMENT', `malformed JSON body: ${e.message ?? ''}`);
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new GeodrError('LIMIT_EXCEEDED', `the request body is larger than the server's limit (limits.requestBytes)`);
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new GeodrError('INVALID_ARGUMENT', `unsupported content type; send application/json`);
+  }
+  if (err instanceof SyntaxError) return new GeodrError('INVALID_ARGUMENT', `malformed JSON body: ${err.message}`);
+  if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) return new GeodrError('INVALID_ARGUMENT', e.message ?? 'bad request');
+  return new GeodrError('INTERNAL', `internal error: ${e.message ?? String(err)}`, {}, { cause: err });
+}

@@ -1,0 +1,160 @@
+/**
+ * One `geodr server` process: metadata store, database host, operations, and the HTTP
+ * app, with an orderly start (lock the data directory, recover, resume operations)
+ * and shutdown (stop taking requests, finish in-flight ones, sync and close every
+ * database). SIGKILL at any point loses nothing acknowledged: writes are acknowledged
+ * only once durable in their log, and metadata with synchronous=FULL.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { pino, type Logger } from 'pino';
+import { GeodrError } from '../errors.js';
+import { Authenticator } from './auth.js';
+import type { ServerConfig } from './config.js';
+import { DatabaseHost } from './host.js';
+import { buildApp } from './http.js';
+import { ServerMetrics } from './metrics.js';
+import { OperationManager } from './operations.js';
+import { ServerService } from './service.js';
+import { MetaStore } from './store.js';
+import { VERSION } from '../version.js';
+
+export interface StartOptions {
+  logger?: Logger;
+}
+
+export class GeodrServer {
+  private ready = false;
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    readonly config: ServerConfig,
+    readonly service: ServerService,
+    readonly app: FastifyInstance,
+    readonly logger: Logger,
+    private readonly releaseLock: () => void,
+  ) {}
+
+  /** The base URL it listens on, e.g. http://127.0.0.1:7480 */
+  url = '';
+
+  static async start(config: ServerConfig, opts: StartOptions = {}): Promise<GeodrServer> {
+    const logger =
+      opts.logger ??
+      pino({
+        level: config.logLevel,
+        base: { server: config.name, region: config.region },
+        // Tokens never reach the log, whatever a future log line includes.
+        redact: { paths: ['req.headers.authorization', 'headers.authorization', '*.secret', 'tokens[*].secret', 'authToken'], censor: '[redacted]' },
+      });
+    fs.mkdirSync(config.dataDir, { recursive: true });
+    const releaseLock = lockDataDir(config.dataDir);
+    try {
+      const store = new MetaStore(path.join(config.dataDir, 'server.db'));
+      let metrics: ServerMetrics | undefined;
+      const host = new DatabaseHost({
+        dataDir: config.dataDir,
+        store,
+        maxOpenDatabases: config.limits.maxOpenDatabases,
+        idleCloseMs: config.limits.idleCloseMs,
+        writeWaitMs: config.limits.writeWaitMs,
+        durability: config.durability,
+        groupCommitMs: config.groupCommitMs,
+      });
+      const operations = new OperationManager(store, (pool) => (pool === null ? 4 : (store.getPool(pool)?.maxConcurrentOperations ?? 1)), (op) =>
+        logger.info({ operation: op.id, kind: op.kind, state: op.state, database: op.database }, 'operation'),
+      );
+      const service = new ServerService(config.dataDir, store, host, operations);
+      service.recover();
+      service.ensurePool(config.defaultPool);
+      metrics = new ServerMetrics(
+        () => host,
+        () => store,
+        { server: config.name, region: config.region },
+      );
+      const server: { current?: GeodrServer } = {};
+      const app = await buildApp({
+        config,
+        service,
+        sql: { host, store, limits: config.limits, onStatement: (database, write) => metrics.statements.inc({ database, kind: write ? 'write' : 'read' }) },
+        auth: new Authenticator(config.tokens),
+        metrics,
+        logger,
+        version: VERSION,
+        isReady: () => server.current?.ready ?? false,
+      });
+      const s = new GeodrServer(config, service, app, logger, releaseLock);
+      server.current = s;
+      await app.listen({ host: config.host, port: config.port });
+      const addr = app.server.address();
+      const port = typeof addr === 'object' && addr !== null ? addr.port : config.port;
+      s.url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+      const resumed = operations.resume();
+      s.ready = true;
+      logger.info({ url: s.url, dataDir: config.dataDir, databases: store.listDatabases().length, resumedOperations: resumed, version: VERSION }, 'server ready');
+      return s;
+    } catch (e) {
+      releaseLock();
+      throw e;
+    }
+  }
+
+  /**
+   * Drains: /readyz turns 503, new SQL is refused, in-flight requests finish, operations
+   * stop (to resume at next start), every database syncs its log and closes.
+   */
+  shutdown(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.ready = false;
+      this.logger.info('draining');
+      try {
+        await this.app.close();
+        await this.service.operations.stop();
+        await this.service.host.closeAll();
+        this.service.store.close();
+      } finally {
+        this.releaseLock();
+        this.logger.info('stopped');
+      }
+    })();
+    return this.stopping;
+  }
+}
+
+/**
+ * One server per data directory: a second one would open the same databases with a
+ * second writer. The lock file holds the owner's pid; a lock whose process is gone
+ * (after kill -9) is taken over.
+ */
+function lockDataDir(dataDir: string): () => void {
+  const file = path.join(dataDir, 'server.lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(file, String(process.pid), { flag: 'wx' });
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        fs.rmSync(file, { force: true });
+      };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const pid = Number(fs.readFileSync(file, 'utf8'));
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
+        throw new GeodrError('CONFLICT', `another server (pid ${pid}) is using data directory ${dataDir}`, { object: file });
+      }
+      fs.rmSync(file, { force: true });
+    }
+  }
+  throw new GeodrError('CONFLICT', `could not lock data directory ${dataDir}`, { object: file });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,464 @@
+/**
+ * Running tenants' SQL: single statements, atomic batches and interactive
+ * transactions, with the tenant-isolation guard, limits, quotas, and durable
+ * acknowledgement (a write returns only once its record is fsynced in the log).
+ * The JSON SQL endpoint and the libSQL (Hrana) endpoint are both thin layers over
+ * {@link SqlSession}.
+ */
+import Database from 'better-sqlite3';
+import { GeodrError, isGeodrError } from '../errors.js';
+import { openConnection, type Connection, type WriteTransaction } from '../engine/index.js';
+import type { DatabaseHost, Tenant } from './host.js';
+import { checkStatement, type CheckedStatement } from './sqlguard.js';
+import type { Limits } from './config.js';
+import type { MetaStore } from './store.js';
+
+/** A SQLite value as the server handles it: integers are always bigint. */
+export type SqlValue = null | bigint | number | string | Uint8Array;
+
+export interface SqlStatement {
+  sql: string;
+  /** Positional parameters (`?`). */
+  args?: SqlValue[] | undefined;
+  /** Named parameters (`:name`, `@name`, `$name`); keys with or without the prefix. */
+  named?: Record<string, SqlValue> | undefined;
+}
+
+export interface SqlResult {
+  columns: string[];
+  /** Declared column types (null for expressions). */
+  decltypes: Array<string | null>;
+  rows: SqlValue[][];
+  rowsAffected: number;
+  lastInsertRowid: bigint | null;
+  /** The database's TXID after the statement (for writes: the TXID that holds it). */
+  txid: number;
+}
+
+export type TransactionMode = 'write' | 'read';
+
+type OpenTx =
+  | { kind: 'write'; tenant: Tenant; handle: WriteTransaction; timer: NodeJS.Timeout; expiresAt: number }
+  | { kind: 'read'; tenant: Tenant; conn: Connection; timer: NodeJS.Timeout; expiresAt: number };
+
+export interface SqlContext {
+  host: DatabaseHost;
+  store: MetaStore;
+  limits: Limits;
+  /** Counts statements for metrics. */
+  onStatement?: (database: string, write: boolean) => void;
+}
+
+const guardCache = new Map<string, CheckedStatement | GeodrError>();
+
+/** checkStatement with a bounded cache: apps repeat the same statements. */
+function checked(sql: string): CheckedStatement {
+  let c = guardCache.get(sql);
+  if (c === undefined) {
+    try {
+      c = checkStatement(sql);
+    } catch (e) {
+      if (!(e instanceof GeodrError)) throw e;
+      c = e;
+    }
+    if (guardCache.size >= 2000) guardCache.delete(guardCache.keys().next().value as string);
+    guardCache.set(sql, c);
+  }
+  if (c instanceof GeodrError) throw c;
+  return c;
+}
+
+/**
+ * A client's session with one database: autocommit statements, or one interactive
+ * transaction at a time. Not safe for concurrent calls; callers queue per session.
+ */
+export class SqlSession {
+  private tx: OpenTx | undefined;
+  private expired = false;
+  private closed = false;
+
+  constructor(
+    private readonly ctx: SqlContext,
+    readonly database: string,
+  ) {}
+
+  get inTransaction(): boolean {
+    return this.tx !== undefined;
+  }
+
+  get transactionExpiresAt(): number | undefined {
+    return this.tx?.expiresAt;
+  }
+
+  /** Runs one statement. BEGIN/COMMIT/ROLLBACK open and end an interactive transaction. */
+  async execute(stmt: SqlStatement): Promise<SqlResult> {
+    this.ensureOpen();
+    const c = checked(stmt.sql);
+    if (c.control !== undefined) return this.control(c);
+    this.throwIfExpired();
+    if (this.tx !== undefined) return this.inTx(this.tx, c, stmt);
+    return this.autocommit([{ c, stmt }], false).then((r) => r[0] as SqlResult);
+  }
+
+  /**
+   * Runs statements as one atomic unit: all apply or none. In an open transaction
+   * the batch runs under a savepoint. A failure names the statement's index.
+   */
+  async batch(stmts: SqlStatement[]): Promise<SqlResult[]> {
+    this.ensureOpen();
+    if (stmts.length > this.ctx.limits.batchStatements) {
+      throw new GeodrError('LIMIT_EXCEEDED', `a batch holds ${stmts.length} statements; the limit is ${this.ctx.limits.batchStatements}`, { database: this.database });
+    }
+    const items = stmts.map((stmt, i) => {
+      try {
+        const c = checked(stmt.sql);
+        if (c.control !== undefined) {
+          throw new GeodrError('SQL_REFUSED', `${c.verb} inside a batch: a batch already runs as one transaction`, { database: this.database });
+        }
+        return { c, stmt };
+      } catch (e) {
+        throw withStatementIndex(e, i);
+      }
+    });
+    this.throwIfExpired();
+    const tx = this.tx;
+    if (tx !== undefined) {
+      const conn = tx.kind === 'write' ? tx.handle.conn : tx.conn;
+      conn.prepare('SAVEPOINT geodr_batch').run();
+      try {
+        const out = [];
+        for (const [i, it] of items.entries()) {
+          try {
+            out.push(await this.inTx(tx, it.c, it.stmt));
+          } catch (e) {
+            throw withStatementIndex(e, i);
+          }
+        }
+        conn.prepare('RELEASE geodr_batch').run();
+        return out;
+      } catch (e) {
+        if (conn.inTransaction) {
+          conn.prepare('ROLLBACK TO geodr_batch').run();
+          conn.prepare('RELEASE geodr_batch').run();
+        }
+        throw e;
+      }
+    }
+    return this.autocommit(items, true);
+  }
+
+  /** Opens an interactive transaction. */
+  async begin(mode: TransactionMode, timeoutMs?: number): Promise<void> {
+    this.ensureOpen();
+    this.expired = false;
+    if (this.tx !== undefined) throw new GeodrError('SQL_ERROR', 'cannot start a transaction within a transaction', { database: this.database, details: { sqliteCode: 'SQLITE_ERROR' } });
+    const limits = this.ctx.limits;
+    const ttl = Math.min(timeoutMs ?? limits.transactionTimeoutMs, limits.transactionTimeoutMs);
+    const tenant = this.ctx.host.acquire(this.database);
+    try {
+      const expiresAt = Date.now() + ttl;
+      const timer = setTimeout(() => this.expire(), ttl);
+      timer.unref();
+      if (mode === 'read') {
+        // A connection of its own pins one snapshot for the whole transaction.
+        const conn = openConnection(tenant.db.file, { readonly: true });
+        conn.defaultSafeIntegers(true);
+        conn.prepare('BEGIN').run();
+        conn.prepare('select 1 from sqlite_master limit 1').get();
+        this.tx = { kind: 'read', tenant, conn, timer, expiresAt };
+      } else {
+        await tenant.writer.acquire(limits.writeWaitMs, { database: this.database, operation: 'sql.begin' });
+        try {
+          this.ctx.host.applyQuota(tenant, this.quotaOf(tenant));
+          this.tx = { kind: 'write', tenant, handle: tenant.db.begin(), timer, expiresAt };
+        } catch (e) {
+          tenant.writer.release();
+          clearTimeout(timer);
+          throw e;
+        }
+      }
+    } catch (e) {
+      this.ctx.host.release(tenant);
+      throw translate(e, this.database);
+    }
+  }
+
+  /** Commits the open transaction; resolves once it is durable. Returns the TXID. */
+  async commit(): Promise<number> {
+    this.ensureOpen();
+    this.throwIfExpired();
+    const tx = this.tx;
+    if (tx === undefined) throw new GeodrError('SQL_ERROR', 'cannot commit - no transaction is active', { database: this.database, details: { sqliteCode: 'SQLITE_ERROR' } });
+    if (tx.kind === 'read') {
+      this.finish(tx);
+      return tx.tenant.db.txid;
+    }
+    let txid: number;
+    try {
+      txid = tx.handle.commit();
+      this.ctx.host.noteWrite(tx.tenant);
+      this.ctx.onStatement?.(this.database, true);
+    } catch (e) {
+      throw translate(e, this.database, this.quotaOf(tx.tenant));
+    } finally {
+      this.finish(tx);
+    }
+    await tx.tenant.db.waitDurable(txid);
+    return txid;
+  }
+
+  /** Rolls back the open transaction (a no-op without one). */
+  rollback(): void {
+    const tx = this.tx;
+    if (tx === undefined) return;
+    this.finish(tx);
+  }
+
+  /** Rolls back anything open; the session is unusable afterwards. */
+  close(): void {
+    this.rollback();
+    this.closed = true;
+  }
+
+  private finish(tx: OpenTx): void {
+    clearTimeout(tx.timer);
+    this.tx = undefined;
+    try {
+      if (tx.kind === 'write') {
+        tx.handle.rollback();
+        tx.tenant.writer.release();
+      } else {
+        tx.conn.close();
+      }
+    } finally {
+      this.ctx.host.release(tx.tenant);
+    }
+  }
+
+  private expire(): void {
+    if (this.tx === undefined) return;
+    this.finish(this.tx);
+    this.expired = true;
+  }
+
+  private throwIfExpired(): void {
+    if (this.expired) {
+      this.expired = false;
+      throw new GeodrError('TRANSACTION_EXPIRED', `the transaction passed its ${this.ctx.limits.transactionTimeoutMs} ms limit and was rolled back`, { database: this.database });
+    }
+  }
+
+  private ensureOpen(): void {
+    if (this.closed) throw new GeodrError('TRANSACTION_EXPIRED', 'the session is closed', { database: this.database });
+  }
+
+  private async control(c: CheckedStatement): Promise<SqlResult> {
+    const ctl = c.control!;
+    switch (ctl.kind) {
+      case 'begin':
+        await this.begin(ctl.mode === 'readonly' ? 'read' : 'write');
+        return emptyResult(this.tx?.tenant.db.txid ?? 0);
+      case 'commit': {
+        const txid = await this.commit();
+        return emptyResult(txid);
+      }
+      case 'rollback': {
+        if (this.expired) {
+          // The client rolls back what the timeout already rolled back: that is fine.
+          this.expired = false;
+          return emptyResult(0);
+        }
+        if (this.tx === undefined) throw new GeodrError('SQL_ERROR', 'cannot rollback - no transaction is active', { database: this.database, details: { sqliteCode: 'SQLITE_ERROR' } });
+        const txid = this.tx.tenant.db.txid;
+        this.rollback();
+        return emptyResult(txid);
+      }
+      default: {
+        this.throwIfExpired();
+        if (this.tx === undefined) throw new GeodrError('SQL_REFUSED', `${c.verb} outside a transaction: start one with BEGIN first`, { database: this.database });
+        return this.inTx(this.tx, c, { sql: c.sql });
+      }
+    }
+  }
+
+  private quotaOf(t: Tenant): number {
+    return this.ctx.store.getPool(t.record.pool)?.storageQuotaBytes ?? 0;
+  }
+
+  private async inTx(tx: OpenTx, c: CheckedStatement, stmt: SqlStatement): Promise<SqlResult> {
+    const conn = tx.kind === 'write' ? tx.handle.conn : tx.conn;
+    const budget = new Budget(this.ctx.limits);
+    try {
+      if (c.verb === 'VACUUM') throw new GeodrError('SQL_ERROR', 'cannot VACUUM from within a transaction', { database: this.database, details: { sqliteCode: 'SQLITE_ERROR' } });
+      const st = conn.prepare(c.sql);
+      st.safeIntegers(true);
+      if (tx.kind === 'read' && !st.readonly) throw new GeodrError('READ_ONLY', 'a write inside a read transaction', { database: this.database });
+      const r = run(st, stmt, budget, tx.tenant.db.txid);
+      this.ctx.onStatement?.(this.database, !st.readonly);
+      return r;
+    } catch (e) {
+      // Some errors make SQLite roll the whole transaction back; the session must follow.
+      if (!conn.inTransaction && this.tx === tx) this.finish(tx);
+      throw translate(e, this.database, this.quotaOf(tx.tenant));
+    }
+  }
+
+  private async autocommit(items: Array<{ c: CheckedStatement; stmt: SqlStatement }>, atomic: boolean): Promise<SqlResult[]> {
+    const host = this.ctx.host;
+    const tenant = host.acquire(this.database);
+    let locked = false;
+    try {
+      const budget = new Budget(this.ctx.limits);
+      // Prepare on the read connection first: a read-only statement never waits for the writer.
+      const reads = items.map((it) => (it.c.verb === 'VACUUM' ? undefined : tryPrepare(tenant, it.c.sql)));
+      const allRead = reads.every((st) => st !== undefined && st.readonly);
+      if (allRead) {
+        return tenant.db.read((conn) => {
+          const many = items.length > 1;
+          if (many) conn.prepare('BEGIN').run();
+          try {
+            return items.map((it, i) => withIndex(atomic, i, () => run(reads[i]!, it.stmt, budget, tenant.db.txid)));
+          } finally {
+            if (many && conn.inTransaction) conn.prepare('COMMIT').run();
+          }
+        });
+      }
+      if (!tenant.writer.tryAcquire()) await tenant.writer.acquire(this.ctx.limits.writeWaitMs, { database: this.database, operation: 'sql.write' });
+      locked = true;
+      const quota = this.quotaOf(tenant);
+      host.applyQuota(tenant, quota);
+      const vacuum = items.length === 1 && items[0]!.c.verb === 'VACUUM';
+      if (items.some((it) => it.c.verb === 'VACUUM') && !vacuum) {
+        throw new GeodrError('SQL_REFUSED', 'VACUUM must run on its own, not in a batch', { database: this.database });
+      }
+      let results: SqlResult[];
+      let txid: number;
+      try {
+        const w = tenant.db.write(
+          (conn) =>
+            items.map((it, i) =>
+              withIndex(atomic, i, () => {
+                const st = vacuum ? conn.prepare(it.c.sql) : tenant.prepare(conn, it.c.sql, true);
+                return run(st, it.stmt, budget, 0);
+              }),
+            ),
+          { transaction: !vacuum },
+        );
+        results = w.result;
+        txid = w.txid;
+      } catch (e) {
+        throw translate(e, this.database, quota);
+      }
+      host.noteWrite(tenant);
+      for (const r of results) r.txid = txid;
+      tenant.writer.release();
+      locked = false;
+      this.ctx.onStatement?.(this.database, true);
+      await tenant.db.waitDurable(txid);
+      return results;
+    } catch (e) {
+      throw translate(e, this.database);
+    } finally {
+      if (locked) tenant.writer.release();
+      host.release(tenant);
+    }
+  }
+}
+
+function tryPrepare(t: Tenant, sql: string): Database.Statement | undefined {
+  try {
+    return t.db.read((conn) => t.prepare(conn, sql, false));
+  } catch (e) {
+    // Some statements cannot even be prepared on a read-only connection; the writer decides.
+    if (e instanceof Database.SqliteError) return undefined;
+    throw e;
+  }
+}
+
+function withIndex<T>(atomic: boolean, i: number, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    throw atomic ? withStatementIndex(e, i) : e;
+  }
+}
+
+/** Tags an error with the index of the batch statement that raised it. */
+function withStatementIndex(e: unknown, i: number): unknown {
+  const g = translate(e, undefined);
+  return g instanceof GeodrError ? g.withContext({ details: { statement: i } }, `statement ${i}: `) : g;
+}
+
+function emptyResult(txid: number): SqlResult {
+  return { columns: [], decltypes: [], rows: [], rowsAffected: 0, lastInsertRowid: null, txid };
+}
+
+/** Per-request limits on time and result size. */
+class Budget {
+  readonly deadline: number;
+  bytes = 0;
+  constructor(readonly limits: Limits) {
+    this.deadline = Date.now() + limits.statementTimeoutMs;
+  }
+  charge(row: SqlValue[]): void {
+    for (const v of row) this.bytes += typeof v === 'string' ? v.length : v instanceof Uint8Array ? v.length : 8;
+    if (this.bytes > this.limits.resultBytes) {
+      throw new GeodrError('LIMIT_EXCEEDED', `the result is larger than the ${this.limits.resultBytes}-byte limit; select fewer rows or columns`);
+    }
+    if (Date.now() > this.deadline) {
+      throw new GeodrError('STATEMENT_TIMEOUT', `the statement ran longer than ${this.limits.statementTimeoutMs} ms`);
+    }
+  }
+}
+
+function bindArgs(stmt: SqlStatement): unknown[] {
+  const out: unknown[] = (stmt.args ?? []).map(toBind);
+  if (stmt.named !== undefined) {
+    const named: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(stmt.named)) named[k.replace(/^[:@$]/, '')] = toBind(v);
+    out.push(named);
+  }
+  return out;
+}
+
+function toBind(v: SqlValue): unknown {
+  return v instanceof Uint8Array && !Buffer.isBuffer(v) ? Buffer.from(v.buffer, v.byteOffset, v.byteLength) : v;
+}
+
+function run(st: Database.Statement, stmt: SqlStatement, budget: Budget, txid: number): SqlResult {
+  const args = bindArgs(stmt);
+  if (st.reader) {
+    const cols = st.columns();
+    const rows: SqlValue[][] = [];
+    st.raw(true);
+    for (const row of st.iterate(...args) as Iterable<SqlValue[]>) {
+      budget.charge(row);
+      rows.push(row);
+    }
+    return { columns: cols.map((c) => c.name), decltypes: cols.map((c) => c.type), rows, rowsAffected: 0, lastInsertRowid: null, txid };
+  }
+  const info = st.run(...args);
+  if (Date.now() > budget.deadline) throw new GeodrError('STATEMENT_TIMEOUT', `the statement ran longer than ${budget.limits.statementTimeoutMs} ms`);
+  return { columns: [], decltypes: [], rows: [], rowsAffected: info.changes, lastInsertRowid: BigInt(info.lastInsertRowid), txid };
+}
+
+/** Maps SQLite and binding errors to geodr errors that name the database. */
+export function translate(e: unknown, database: string | undefined, quotaBytes = 0): unknown {
+  if (e instanceof GeodrError) {
+    return database !== undefined && e.context.database === undefined ? e.withContext({ database }) : e;
+  }
+  if (e instanceof Database.SqliteError) {
+    if (e.code === 'SQLITE_FULL' && quotaBytes > 0) {
+      return new GeodrError('QUOTA_EXCEEDED', `the write would take the elastic pool past its ${quotaBytes}-byte storage quota; nothing was written`, { database, details: { sqliteCode: e.code } }, { cause: e });
+    }
+    if (e.code === 'SQLITE_READONLY') return new GeodrError('READ_ONLY', e.message, { database, details: { sqliteCode: e.code } }, { cause: e });
+    return new GeodrError('SQL_ERROR', e.message, { database, details: { sqliteCode: e.code } }, { cause: e });
+  }
+  if (e instanceof RangeError || e instanceof TypeError) {
+    // better-sqlite3 reports parameter problems (count, names, types) this way.
+    return new GeodrError('SQL_ERROR', e.message, { database, details: { sqliteCode: 'SQLITE_RANGE' } }, { cause: e });
+  }
+  return e;
+}
+
+export { isGeodrError };

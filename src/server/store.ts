@@ -1,0 +1,307 @@
+/**
+ * The server's own metadata: pools, databases, dropped databases and operations, in a
+ * SQLite file (`<dataDir>/server.db`) beside the tenants. It is written with
+ * synchronous=FULL: a pool or database the API acknowledged must exist after a crash.
+ */
+import { randomUUID } from 'node:crypto';
+import Database from 'better-sqlite3';
+import { GeodrError } from '../errors.js';
+
+export interface PoolRecord {
+  name: string;
+  maxDatabases: number;
+  maxConcurrentOperations: number;
+  /** 0 = no quota. */
+  storageQuotaBytes: number;
+  createdAt: number;
+}
+
+export type DatabaseRole = 'primary' | 'secondary';
+
+export interface DatabaseRecord {
+  name: string;
+  /** Stable id: names the directory, survives renames. */
+  id: string;
+  pool: string;
+  role: DatabaseRole;
+  createMode: string;
+  createdAt: number;
+  /** Logical size (pages × page size) when last observed. */
+  sizeBytes: number;
+  txid: number;
+  checksum: string;
+  epoch: number;
+  lastWriteTime: number;
+}
+
+export interface DroppedRecord {
+  id: string;
+  name: string;
+  pool: string;
+  createdAt: number;
+  droppedAt: number;
+  /** Where the files now live, relative to the data directory. */
+  location: string;
+  txid: number;
+}
+
+export type OperationState = 'Pending' | 'InProgress' | 'Succeeded' | 'Failed' | 'Cancelled';
+
+export interface OperationRecord {
+  id: string;
+  kind: string;
+  state: OperationState;
+  percentComplete: number;
+  database: string | null;
+  pool: string | null;
+  createdAt: number;
+  startedAt: number | null;
+  endedAt: number | null;
+  error: { code: string; message: string } | null;
+  params: Record<string, unknown>;
+  result: Record<string, unknown> | null;
+  cancelRequested: boolean;
+}
+
+const SCHEMA = `
+create table if not exists pools (
+  name text primary key, max_databases integer not null, max_concurrent_operations integer not null,
+  storage_quota_bytes integer not null, created_at integer not null) strict;
+create table if not exists databases (
+  name text primary key, id text not null unique, pool text not null references pools(name), role text not null,
+  create_mode text not null, created_at integer not null, size_bytes integer not null default 0,
+  txid integer not null default 0, checksum text not null default '', epoch integer not null default 1,
+  last_write_time integer not null default 0) strict;
+create index if not exists databases_by_pool on databases(pool);
+create table if not exists dropped_databases (
+  id text primary key, name text not null, pool text not null, created_at integer not null,
+  dropped_at integer not null, location text not null, txid integer not null) strict;
+create table if not exists operations (
+  id text primary key, kind text not null, state text not null, percent_complete integer not null,
+  database_name text, pool text, created_at integer not null, started_at integer, ended_at integer,
+  error text, params text not null, result text, cancel_requested integer not null default 0) strict;
+create index if not exists operations_by_state on operations(state);
+`;
+
+type Row = Record<string, unknown>;
+
+export class MetaStore {
+  private readonly db: Database.Database;
+
+  constructor(file: string) {
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = FULL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.exec(SCHEMA);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Runs fn in one transaction. */
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  // Pools
+
+  listPools(): PoolRecord[] {
+    return (this.db.prepare('select * from pools order by name').all() as Row[]).map(toPool);
+  }
+
+  getPool(name: string): PoolRecord | undefined {
+    const row = this.db.prepare('select * from pools where name = ?').get(name) as Row | undefined;
+    return row && toPool(row);
+  }
+
+  putPool(p: PoolRecord): void {
+    this.db
+      .prepare(
+        `insert into pools values (@name, @maxDatabases, @maxConcurrentOperations, @storageQuotaBytes, @createdAt)
+         on conflict(name) do update set max_databases = excluded.max_databases,
+           max_concurrent_operations = excluded.max_concurrent_operations, storage_quota_bytes = excluded.storage_quota_bytes`,
+      )
+      .run(p);
+  }
+
+  deletePool(name: string): void {
+    this.db.prepare('delete from pools where name = ?').run(name);
+  }
+
+  countDatabases(pool: string): number {
+    return (this.db.prepare('select count(*) n from databases where pool = ?').get(pool) as { n: number }).n;
+  }
+
+  poolUsedBytes(pool: string): number {
+    return (this.db.prepare('select coalesce(sum(size_bytes), 0) n from databases where pool = ?').get(pool) as { n: number }).n;
+  }
+
+  // Databases
+
+  listDatabases(pool?: string): DatabaseRecord[] {
+    const rows = pool === undefined ? this.db.prepare('select * from databases order by name').all() : this.db.prepare('select * from databases where pool = ? order by name').all(pool);
+    return (rows as Row[]).map(toDatabase);
+  }
+
+  getDatabase(name: string): DatabaseRecord | undefined {
+    const row = this.db.prepare('select * from databases where name = ?').get(name) as Row | undefined;
+    return row && toDatabase(row);
+  }
+
+  insertDatabase(d: DatabaseRecord): void {
+    this.db
+      .prepare(
+        `insert into databases values (@name, @id, @pool, @role, @createMode, @createdAt, @sizeBytes, @txid, @checksum, @epoch, @lastWriteTime)`,
+      )
+      .run(d);
+  }
+
+  /** Records what an open database last reported. */
+  updateDatabaseState(name: string, s: { sizeBytes: number; txid: number; checksum: string; epoch: number; lastWriteTime: number }): void {
+    this.db
+      .prepare('update databases set size_bytes = @sizeBytes, txid = @txid, checksum = @checksum, epoch = @epoch, last_write_time = @lastWriteTime where name = @name')
+      .run({ ...s, name });
+  }
+
+  setDatabasePool(name: string, pool: string): void {
+    this.db.prepare('update databases set pool = ? where name = ?').run(pool, name);
+  }
+
+  renameDatabase(from: string, to: string): void {
+    this.db.prepare('update databases set name = ? where name = ?').run(to, from);
+  }
+
+  deleteDatabase(name: string): void {
+    this.db.prepare('delete from databases where name = ?').run(name);
+  }
+
+  // Dropped databases
+
+  insertDropped(d: DroppedRecord): void {
+    this.db.prepare('insert into dropped_databases values (@id, @name, @pool, @createdAt, @droppedAt, @location, @txid)').run(d);
+  }
+
+  listDropped(): DroppedRecord[] {
+    return (this.db.prepare('select * from dropped_databases order by dropped_at').all() as Row[]).map((r) => ({
+      id: String(r.id),
+      name: String(r.name),
+      pool: String(r.pool),
+      createdAt: Number(r.created_at),
+      droppedAt: Number(r.dropped_at),
+      location: String(r.location),
+      txid: Number(r.txid),
+    }));
+  }
+
+  // Operations
+
+  insertOperation(o: Omit<OperationRecord, 'id'> & { id?: string }): OperationRecord {
+    const op: OperationRecord = { ...o, id: o.id ?? randomUUID() };
+    this.db
+      .prepare(
+        `insert into operations values (@id, @kind, @state, @percentComplete, @database, @pool, @createdAt, @startedAt, @endedAt,
+          @error, @params, @result, @cancelRequested)`,
+      )
+      .run(operationRow(op));
+    return op;
+  }
+
+  updateOperation(op: OperationRecord): void {
+    this.db
+      .prepare(
+        `update operations set state = @state, percent_complete = @percentComplete, started_at = @startedAt, ended_at = @endedAt,
+          error = @error, result = @result, cancel_requested = @cancelRequested, database_name = @database where id = @id`,
+      )
+      .run(operationRow(op));
+  }
+
+  getOperation(id: string): OperationRecord | undefined {
+    const row = this.db.prepare('select * from operations where id = ?').get(id) as Row | undefined;
+    return row && toOperation(row);
+  }
+
+  listOperations(filter: { state?: string | undefined; database?: string | undefined; limit?: number } = {}): OperationRecord[] {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.state !== undefined) {
+      where.push('state = ?');
+      args.push(filter.state);
+    }
+    if (filter.database !== undefined) {
+      where.push('database_name = ?');
+      args.push(filter.database);
+    }
+    const sql = `select * from operations ${where.length > 0 ? `where ${where.join(' and ')}` : ''} order by created_at desc, id limit ?`;
+    return (this.db.prepare(sql).all(...args, filter.limit ?? 1000) as Row[]).map(toOperation);
+  }
+
+  countOperationsByState(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const r of this.db.prepare('select state, count(*) n from operations group by state').all() as Array<{ state: string; n: number }>) out[r.state] = r.n;
+    return out;
+  }
+}
+
+function toPool(r: Row): PoolRecord {
+  return {
+    name: String(r.name),
+    maxDatabases: Number(r.max_databases),
+    maxConcurrentOperations: Number(r.max_concurrent_operations),
+    storageQuotaBytes: Number(r.storage_quota_bytes),
+    createdAt: Number(r.created_at),
+  };
+}
+
+function toDatabase(r: Row): DatabaseRecord {
+  return {
+    name: String(r.name),
+    id: String(r.id),
+    pool: String(r.pool),
+    role: String(r.role) as DatabaseRole,
+    createMode: String(r.create_mode),
+    createdAt: Number(r.created_at),
+    sizeBytes: Number(r.size_bytes),
+    txid: Number(r.txid),
+    checksum: String(r.checksum),
+    epoch: Number(r.epoch),
+    lastWriteTime: Number(r.last_write_time),
+  };
+}
+
+function operationRow(op: OperationRecord): Record<string, unknown> {
+  return {
+    ...op,
+    error: op.error === null ? null : JSON.stringify(op.error),
+    params: JSON.stringify(op.params),
+    result: op.result === null ? null : JSON.stringify(op.result),
+    cancelRequested: op.cancelRequested ? 1 : 0,
+  };
+}
+
+function toOperation(r: Row): OperationRecord {
+  const parse = (v: unknown): never | Record<string, unknown> | null => {
+    if (v === null || v === undefined) return null;
+    try {
+      return JSON.parse(String(v)) as Record<string, unknown>;
+    } catch (e) {
+      throw new GeodrError('RECORD_CORRUPT', 'an operation record in server.db is not valid JSON', { object: 'server.db', details: { id: r.id } }, { cause: e });
+    }
+  };
+  return {
+    id: String(r.id),
+    kind: String(r.kind),
+    state: String(r.state) as OperationState,
+    percentComplete: Number(r.percent_complete),
+    database: r.database_name === null ? null : String(r.database_name),
+    pool: r.pool === null ? null : String(r.pool),
+    createdAt: Number(r.created_at),
+    startedAt: r.started_at === null ? null : Number(r.started_at),
+    endedAt: r.ended_at === null ? null : Number(r.ended_at),
+    error: parse(r.error) as OperationRecord['error'],
+    params: parse(r.params) ?? {},
+    result: parse(r.result),
+    cancelRequested: Number(r.cancel_requested) === 1,
+  };
+}
