@@ -75,3 +75,37 @@ test('kill -9 under load loses no acknowledged write and exposes no partial one'
     sp.cleanup();
   }
 });
+
+test('SIGTERM drains: in-flight writes finish, every acknowledged one is kept, exit code 0', { timeout: 120_000 }, async () => {
+  const sp = await spawnServer();
+  try {
+    const call = api(sp.url, sp.adminToken);
+    await call('PUT', '/v1/databases/d1', {});
+    await call('POST', '/v1/databases/d1/query', { sql: 'create table t(k integer primary key)' });
+    const acked: number[] = [];
+    const inflight = Array.from({ length: 200 }, async (_, k) => {
+      try {
+        const r = await call('POST', '/v1/databases/d1/query', { sql: 'insert into t values (?)', args: [k] });
+        if (r.status === 200) acked.push(k);
+      } catch {
+        // refused once the listener closed
+      }
+    });
+    await new Promise((r) => setTimeout(r, 30));
+    const code = sp.stop();
+    await Promise.all(inflight);
+    assert.equal(await code, 0);
+    assert.match(sp.output(), /"msg":"stopped"/);
+    const again = await sp.restart();
+    try {
+      const r = await api(again.url, again.adminToken)('POST', '/v1/databases/d1/query', { sql: 'select k from t' });
+      const present = new Set(r.body.rows.map((row: [number]) => row[0]));
+      for (const k of acked) assert.ok(present.has(k), `acknowledged ${k} lost`);
+      assert.ok(acked.length > 0);
+    } finally {
+      await again.stop();
+    }
+  } finally {
+    sp.cleanup();
+  }
+});
