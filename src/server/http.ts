@@ -108,6 +108,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setErrorHandler((err: unknown, req, reply) => {
     const g = toGeodrError(err);
     if (g.status >= 500) req.log.error({ err: g, code: g.code }, 'request error');
+    if (/\/v[23]\/pipeline$/.test(req.url.split('?')[0]!)) {
+      // libSQL clients read {message, code} only from a body typed exactly application/json.
+      void reply
+        .status(g.status)
+        .header('content-type', 'application/json')
+        .send(Buffer.from(JSON.stringify({ message: g.message, code: g.code })));
+      return;
+    }
     void reply.status(g.status).send({ error: g.toJSON() });
   });
   app.setNotFoundHandler((req, reply) => {
@@ -391,7 +399,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       return { results: results.map(resultView) };
     },
   );
-  app.post<{ Params: { db: string }; Body: { mode?: 'write' | 'read'; timeoutMs?: number } }>(
+  app.post<{ Params: { db: string }; Body: { mode?: 'write' | 'read' | 'deferred'; timeoutMs?: number } }>(
     '/v1/databases/:db/transactions',
     {
       schema: {
@@ -401,7 +409,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         body: {
           type: 'object',
           additionalProperties: false,
-          properties: { mode: { type: 'string', enum: ['write', 'read'] }, timeoutMs: { type: 'integer', minimum: 100 } },
+          properties: { mode: { type: 'string', enum: ['write', 'read', 'deferred'] }, timeoutMs: { type: 'integer', minimum: 100 } },
         },
       },
     },

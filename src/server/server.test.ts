@@ -300,6 +300,41 @@ describe('SQL endpoint', () => {
     assert.equal((await sql('s4', 'insert into a values (5)')).status, 200, 'and the writer is free again');
   });
 
+  test('deferred transactions become writers at their first write, unless the data moved; read transactions refuse writes', async () => {
+    await call('PUT', '/v1/databases/s6', {});
+    await sql('s6', 'create table a(x)');
+    const q = (tx: string, s: string) => call('POST', '/v1/databases/s6/query', { sql: s, transaction: tx });
+    let tx = (await call('POST', '/v1/databases/s6/transactions', { mode: 'deferred' })).body.transaction as string;
+    assert.deepEqual((await q(tx, 'select count(*) from a')).body.rows, [[0]]);
+    assert.equal((await sql('s6', 'insert into a values (1)')).status, 200, 'a deferred reader does not hold the writer');
+    let r = await q(tx, 'insert into a values (2)');
+    assert.equal(r.body.error.code, 'BUSY', 'its snapshot is stale: upgrading would lose the other write');
+    assert.equal(r.body.error.details.sqliteCode, 'SQLITE_BUSY_SNAPSHOT');
+    await call('POST', `/v1/databases/s6/transactions/${tx}/rollback`);
+    tx = (await call('POST', '/v1/databases/s6/transactions', { mode: 'deferred' })).body.transaction as string;
+    assert.deepEqual((await q(tx, 'select count(*) from a')).body.rows, [[1]]);
+    assert.equal((await q(tx, 'insert into a values (3)')).status, 200);
+    assert.equal((await sql('s6', 'insert into a values (4)')).body.error.code, 'BUSY', 'now it holds the writer');
+    assert.equal((await call('POST', `/v1/databases/s6/transactions/${tx}/commit`)).status, 200);
+    tx = (await call('POST', '/v1/databases/s6/transactions', { mode: 'read' })).body.transaction as string;
+    assert.equal((await q(tx, 'insert into a values (5)')).body.error.code, 'READ_ONLY');
+    await call('POST', `/v1/databases/s6/transactions/${tx}/rollback`);
+    assert.deepEqual((await sql('s6', 'select x from a order by x')).body.rows, [[1], [3]]);
+  });
+
+  test('after a transaction expires, later statements on it fail too: nothing runs outside it', async () => {
+    await call('PUT', '/v1/databases/s7', {});
+    await sql('s7', 'create table a(x)');
+    const tx = (await call('POST', '/v1/databases/s7/transactions', { timeoutMs: 150 })).body.transaction as string;
+    await call('POST', '/v1/databases/s7/query', { sql: 'insert into a values (1)', transaction: tx });
+    await new Promise((res) => setTimeout(res, 300));
+    for (let i = 0; i < 3; i++) {
+      const r = await call('POST', '/v1/databases/s7/query', { sql: 'insert into a values (2)', transaction: tx });
+      assert.equal(r.body.error.code, 'TRANSACTION_EXPIRED');
+    }
+    assert.deepEqual((await sql('s7', 'select count(*) from a')).body.rows, [[0]]);
+  });
+
   test('limits: result size and statement time give clear errors and roll back', async () => {
     await call('PUT', '/v1/databases/s5', {});
     await sql('s5', 'create table a(x)');

@@ -35,11 +35,16 @@ export interface SqlResult {
   txid: number;
 }
 
-export type TransactionMode = 'write' | 'read';
+/**
+ * `write` takes the writer at BEGIN (BEGIN IMMEDIATE); `read` pins a snapshot and refuses
+ * writes; `deferred` starts as a read and becomes a write at its first writing statement,
+ * if nothing was committed since its snapshot (else BUSY, as SQLite's BUSY_SNAPSHOT).
+ */
+export type TransactionMode = 'write' | 'read' | 'deferred';
 
 type OpenTx =
   | { kind: 'write'; tenant: Tenant; handle: WriteTransaction; timer: NodeJS.Timeout; expiresAt: number }
-  | { kind: 'read'; tenant: Tenant; conn: Connection; timer: NodeJS.Timeout; expiresAt: number };
+  | { kind: 'read'; tenant: Tenant; conn: Connection; timer: NodeJS.Timeout; expiresAt: number; deferred: boolean; snapshotTxid: number };
 
 export interface SqlContext {
   host: DatabaseHost;
@@ -121,8 +126,13 @@ export class SqlSession {
       }
     });
     this.throwIfExpired();
-    const tx = this.tx;
+    let tx = this.tx;
     if (tx !== undefined) {
+      if (tx.kind === 'read') {
+        const readTx = tx;
+        const writes = items.some((it) => settingPragma(it.c) || !readTx.conn.prepare(it.c.sql).readonly);
+        if (writes) tx = await this.upgrade(readTx);
+      }
       const conn = tx.kind === 'write' ? tx.handle.conn : tx.conn;
       conn.prepare('SAVEPOINT geodr_batch').run();
       try {
@@ -159,13 +169,14 @@ export class SqlSession {
       const expiresAt = Date.now() + ttl;
       const timer = setTimeout(() => this.expire(), ttl);
       timer.unref();
-      if (mode === 'read') {
+      if (mode !== 'write') {
         // A connection of its own pins one snapshot for the whole transaction.
+        const snapshotTxid = tenant.db.txid;
         const conn = openConnection(tenant.db.file, { readonly: true });
         conn.defaultSafeIntegers(true);
         conn.prepare('BEGIN').run();
         conn.prepare('select 1 from sqlite_master limit 1').get();
-        this.tx = { kind: 'read', tenant, conn, timer, expiresAt };
+        this.tx = { kind: 'read', tenant, conn, timer, expiresAt, deferred: mode === 'deferred', snapshotTxid };
       } else {
         await tenant.writer.acquire(limits.writeWaitMs, { database: this.database, operation: 'sql.begin' });
         try {
@@ -209,6 +220,7 @@ export class SqlSession {
 
   /** Rolls back the open transaction (a no-op without one). */
   rollback(): void {
+    this.expired = false;
     const tx = this.tx;
     if (tx === undefined) return;
     this.finish(tx);
@@ -218,6 +230,37 @@ export class SqlSession {
   close(): void {
     this.rollback();
     this.closed = true;
+  }
+
+  /**
+   * Turns a deferred transaction into a write transaction at its first write. Safe only
+   * if nothing committed since its snapshot: then the writer's view equals what it read.
+   */
+  private async upgrade(tx: OpenTx & { kind: 'read' }): Promise<OpenTx> {
+    if (!tx.deferred) throw new GeodrError('READ_ONLY', 'a write inside a read transaction', { database: this.database });
+    const changed = (): GeodrError =>
+      new GeodrError('BUSY', 'the database changed since this deferred transaction read it; roll back and retry the transaction', {
+        database: this.database,
+        details: { sqliteCode: 'SQLITE_BUSY_SNAPSHOT' },
+      });
+    if (tx.tenant.db.txid !== tx.snapshotTxid) throw changed();
+    await tx.tenant.writer.acquire(this.ctx.limits.writeWaitMs, { database: this.database, operation: 'sql.upgrade' });
+    if (this.tx !== tx || tx.tenant.db.txid !== tx.snapshotTxid) {
+      tx.tenant.writer.release();
+      throw this.tx !== tx ? new GeodrError('TRANSACTION_EXPIRED', 'the transaction ended while waiting for the writer', { database: this.database }) : changed();
+    }
+    let handle: WriteTransaction;
+    try {
+      this.ctx.host.applyQuota(tx.tenant, this.quotaOf(tx.tenant));
+      handle = tx.tenant.db.begin();
+    } catch (e) {
+      tx.tenant.writer.release();
+      throw e;
+    }
+    tx.conn.close();
+    const next: OpenTx = { kind: 'write', tenant: tx.tenant, handle, timer: tx.timer, expiresAt: tx.expiresAt };
+    this.tx = next;
+    return next;
   }
 
   private finish(tx: OpenTx): void {
@@ -241,9 +284,9 @@ export class SqlSession {
     this.expired = true;
   }
 
+  /** Stays thrown until ROLLBACK (or a new BEGIN): statements must not run outside the lost transaction. */
   private throwIfExpired(): void {
     if (this.expired) {
-      this.expired = false;
       throw new GeodrError('TRANSACTION_EXPIRED', `the transaction passed its ${this.ctx.limits.transactionTimeoutMs} ms limit and was rolled back`, { database: this.database });
     }
   }
@@ -256,7 +299,7 @@ export class SqlSession {
     const ctl = c.control!;
     switch (ctl.kind) {
       case 'begin':
-        await this.begin(ctl.mode === 'readonly' ? 'read' : 'write');
+        await this.begin(ctl.mode === 'readonly' ? 'read' : ctl.mode === 'deferred' ? 'deferred' : 'write');
         return emptyResult(this.tx?.tenant.db.txid ?? 0);
       case 'commit': {
         const txid = await this.commit();
@@ -285,14 +328,19 @@ export class SqlSession {
     return this.ctx.store.getPool(t.record.pool)?.storageQuotaBytes ?? 0;
   }
 
-  private async inTx(tx: OpenTx, c: CheckedStatement, stmt: SqlStatement): Promise<SqlResult> {
-    const conn = tx.kind === 'write' ? tx.handle.conn : tx.conn;
+  private async inTx(txIn: OpenTx, c: CheckedStatement, stmt: SqlStatement): Promise<SqlResult> {
+    let tx = txIn;
+    let conn = tx.kind === 'write' ? tx.handle.conn : tx.conn;
     const budget = new Budget(this.ctx.limits);
     try {
       if (c.verb === 'VACUUM') throw new GeodrError('SQL_ERROR', 'cannot VACUUM from within a transaction', { database: this.database, details: { sqliteCode: 'SQLITE_ERROR' } });
-      const st = conn.prepare(c.sql);
+      let st = conn.prepare(c.sql);
+      if (tx.kind === 'read' && (!st.readonly || settingPragma(c))) {
+        tx = await this.upgrade(tx);
+        conn = tx.kind === 'write' ? tx.handle.conn : conn;
+        st = conn.prepare(c.sql);
+      }
       st.safeIntegers(true);
-      if (tx.kind === 'read' && !st.readonly) throw new GeodrError('READ_ONLY', 'a write inside a read transaction', { database: this.database });
       const r = run(st, stmt, budget, tx.tenant.db.txid);
       this.ctx.onStatement?.(this.database, !st.readonly);
       return r;
@@ -310,7 +358,7 @@ export class SqlSession {
     try {
       const budget = new Budget(this.ctx.limits);
       // Prepare on the read connection first: a read-only statement never waits for the writer.
-      const reads = items.map((it) => (it.c.verb === 'VACUUM' ? undefined : tryPrepare(tenant, it.c.sql)));
+      const reads = items.map((it) => (it.c.verb === 'VACUUM' || settingPragma(it.c) ? undefined : tryPrepare(tenant, it.c.sql)));
       const allRead = reads.every((st) => st !== undefined && st.readonly);
       if (allRead) {
         return tenant.db.read((conn) => {
@@ -364,6 +412,16 @@ export class SqlSession {
     }
   }
 }
+
+/** A PRAGMA with a value changes connection state: it must run on the writer, where the tenant's later statements run. */
+function settingPragma(c: CheckedStatement): boolean {
+  if (c.verb !== 'PRAGMA') return false;
+  if (c.sql.includes('=')) return true;
+  const name = /^pragma\s+(?:\w+\s*\.\s*)?["'`[]?(\w+)/i.exec(c.sql)?.[1]?.toLowerCase();
+  return name !== undefined && SETTABLE_WITH_ARGUMENT.has(name) && c.sql.includes('(');
+}
+
+const SETTABLE_WITH_ARGUMENT = new Set(['foreign_keys', 'defer_foreign_keys', 'user_version', 'application_id', 'incremental_vacuum', 'optimize']);
 
 function tryPrepare(t: Tenant, sql: string): Database.Statement | undefined {
   try {

@@ -286,17 +286,21 @@ function split(sql: string): Statement[] {
 // ---------------------------------------------------------------------------
 // Rules
 
-/** Readable and settable: schema introspection, checks and the per-database user fields. */
+/**
+ * Readable and settable: schema introspection, checks, the per-database user fields, and
+ * foreign_keys (migration tools turn it off around table rebuilds; it only affects the
+ * tenant's own connection and resets when the database closes).
+ */
 const PRAGMAS_ANY = new Set([
   'table_info', 'table_xinfo', 'table_list', 'index_info', 'index_xinfo', 'index_list', 'foreign_key_list',
   'foreign_key_check', 'integrity_check', 'quick_check', 'incremental_vacuum', 'optimize', 'defer_foreign_keys',
-  'user_version', 'application_id',
+  'user_version', 'application_id', 'foreign_keys',
 ]);
 
 /** Readable only: setting them would change how the engine's connection or file behaves. */
 const PRAGMAS_READ = new Set([
   'collation_list', 'function_list', 'module_list', 'pragma_list', 'compile_options', 'page_count', 'page_size',
-  'freelist_count', 'encoding', 'data_version', 'database_list', 'foreign_keys', 'schema_version', 'auto_vacuum',
+  'freelist_count', 'encoding', 'data_version', 'database_list', 'schema_version', 'auto_vacuum',
   'journal_mode', 'synchronous', 'max_page_count', 'cache_size', 'busy_timeout', 'recursive_triggers', 'secure_delete',
   'wal_autocheckpoint', 'locking_mode', 'writable_schema', 'query_only', 'temp_store', 'mmap_size', 'cache_spill',
   'cell_size_check', 'checkpoint_fullfsync', 'fullfsync', 'ignore_check_constraints', 'legacy_alter_table',
