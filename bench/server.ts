@@ -45,7 +45,7 @@ async function post(sp: ServerProcess, route: string, body: unknown, method = 'P
     headers: { authorization: `Bearer ${sp.adminToken}`, 'content-type': 'application/json' },
     body: JSON.stringify(body),
   });
-  const json = (await r.json()) as unknown;
+  const json = (await r.json());
   if (!r.ok) throw new Error(`${method} ${route}: ${r.status} ${JSON.stringify(json)}`);
   return json;
 }
@@ -160,11 +160,11 @@ export async function runServerBench(args: string[]): Promise<void> {
     fs.rmSync(dir, { recursive: true, force: true });
   }
   console.log('\nserver benchmark');
-  console.log(`  sqlPointReadsPerSec      ${results.sqlPointReadsPerSec!.toFixed(0)}`);
-  console.log(`  sqlWriteTxnPerSec        ${results.sqlWriteTxnPerSec!.toFixed(0)}`);
-  console.log(`  sqlVsInProcessRatio      ${results.sqlVsInProcessRatio!.toFixed(3)} (durable vs durable)`);
-  console.log(`  idleDatabases            ${results.idleDatabases} (budget ${BUDGET.idleDatabases}) ${results.idleDatabases! >= BUDGET.idleDatabases ? 'pass' : 'quick run'}`);
-  console.log(`  idleRssMiB               ${results.idleRssMiB!.toFixed(0)} (budget ≤ ${BUDGET.idleRssMiB}; ratio ${results.idleRssBudgetRatio!.toFixed(2)}) ${results.idleRssMiB! <= BUDGET.idleRssMiB ? 'pass' : 'MISS'}`);
+  console.log(`  sqlPointReadsPerSec      ${results.sqlPointReadsPerSec.toFixed(0)}`);
+  console.log(`  sqlWriteTxnPerSec        ${results.sqlWriteTxnPerSec.toFixed(0)}`);
+  console.log(`  sqlVsInProcessRatio      ${results.sqlVsInProcessRatio.toFixed(3)} (durable vs durable)`);
+  console.log(`  idleDatabases            ${results.idleDatabases} (budget ${BUDGET.idleDatabases}) ${results.idleDatabases >= BUDGET.idleDatabases ? 'pass' : 'quick run'}`);
+  console.log(`  idleRssMiB               ${results.idleRssMiB.toFixed(0)} (budget ≤ ${BUDGET.idleRssMiB}; ratio ${results.idleRssBudgetRatio.toFixed(2)}) ${results.idleRssMiB <= BUDGET.idleRssMiB ? 'pass' : 'MISS'}`);
   const json = {
     bench: 'server',
     quick: opts.quick,

@@ -45,7 +45,7 @@ test('begin/commit spans awaits, logs one record, and blocks write() meanwhile',
   // The log replays to the same contents.
   const efs = new NodeFs();
   const out = path.join(dir, 'restored.db');
-  await materialize({ source: new LocalChain(efs, path.join(dir, 'a.db.geodr')), target: 'latest', out, efs });
+  materialize({ source: new LocalChain(efs, path.join(dir, 'a.db.geodr')), target: 'latest', out, efs });
   const check = new Database(out, { readonly: true });
   assert.equal(dumpHash(check), expected);
   check.close();

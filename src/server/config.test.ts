@@ -71,7 +71,7 @@ test('names: safe ones pass, and anything that could escape a directory or confu
         accepted = false;
       }
       if (accepted) {
-        assert.ok(!s.includes('/') && !s.includes('\\') && !s.includes('..') && s.length <= 128 && !/[\u0000-\u001f]/.test(s));
+        assert.ok(!s.includes('/') && !s.includes('\\') && !s.includes('..') && s.length <= 128 && ![...s].some((ch) => ch.charCodeAt(0) < 0x20));
         assert.equal(path.basename(s), s, 'an accepted name is a plain file name');
       }
     }),

@@ -74,6 +74,7 @@ type Req = FastifyRequest;
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config, service, auth, metrics } = deps;
   const app = Fastify({
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- pino's Logger and fastify's logger type differ in generics
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: config.limits.requestBytes,
     // Unknown fields are an error, never silently dropped; types are not coerced in bodies.
@@ -213,7 +214,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     '/v1/databases/:db',
     {
       schema: {
-        summary: 'Create a database. createMode Default creates an empty one (201); the other modes arrive with later releases (501 until then).',
+        summary: 'Create a database. createMode Default creates an empty one (201; repeating the same request answers 200); the other modes arrive with later releases (501 until then).',
         tags: ['databases'],
         params: dbParams,
         body: {
@@ -229,8 +230,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     async (req, reply) => {
       admin(req);
       const body = req.body ?? {};
-      const view = service.createDatabase(req.params.db, { pool: body.elasticPoolName ?? config.defaultPool, createMode: body.createMode });
-      return reply.status(201).send(view);
+      const { view, created } = service.createDatabase(req.params.db, { pool: body.elasticPoolName ?? config.defaultPool, createMode: body.createMode });
+      return reply.status(created ? 201 : 200).send(view);
     },
   );
   app.patch<{ Params: { db: string }; Body: { elasticPoolName?: string } }>(

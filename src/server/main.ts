@@ -3,6 +3,8 @@
  * flags), starts the server, and drains on SIGTERM/SIGINT. Exit codes: 0 after a clean
  * drain, 2 for a configuration error, 1 for anything else.
  */
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { isGeodrError } from '../errors.js';
 import { loadConfig, type ServerConfig } from './config.js';
@@ -91,7 +93,8 @@ export async function runServer(argv: string[]): Promise<number> {
   });
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+// Run when executed directly (also through a symlinked bin or a path with spaces).
+if (process.argv[1] !== undefined && pathToFileURL(realpathSync(process.argv[1])).href === import.meta.url) {
   runServer(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (e: unknown) => {

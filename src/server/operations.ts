@@ -199,7 +199,7 @@ export class OperationManager {
     op.endedAt = Date.now();
     if (state === 'Succeeded') op.percentComplete = 100;
     op.result = result;
-    op.error = error === null ? null : isGeodrError(error) ? { code: error.code, message: error.message } : { code: 'INTERNAL', message: String((error as Error)?.message ?? error) };
+    op.error = error === null ? null : isGeodrError(error) ? { code: error.code, message: error.reason, ...error.context } : { code: 'INTERNAL', message: String((error as Error)?.message ?? error) };
     this.store.updateOperation(op);
     this.onChange?.(op);
   }

@@ -30,7 +30,7 @@ async function sql(db: string, sqlText: string, args?: unknown[] | Record<string
   return caller('POST', `/v1/databases/${db}/query`, Array.isArray(args) ? { sql: sqlText, args } : args === undefined ? { sql: sqlText } : { sql: sqlText, named: args });
 }
 
-function rawRequest(method: string, route: string, body: string): Promise<{ status: number; body: any }> { // eslint-disable-line @typescript-eslint/no-explicit-any
+function rawRequest(method: string, route: string, body: string): Promise<{ status: number; body: any }> {  
   return new Promise((resolve, reject) => {
     const u = new URL(sp.url);
     const req = http.request({ host: u.hostname, port: u.port, method, path: route, headers: { authorization: `Bearer ${sp.adminToken}`, 'content-type': 'application/json' } }, (res) => {
@@ -80,7 +80,8 @@ describe('management API', () => {
     assert.equal(r.body.pool, 'default');
     assert.equal(r.body.role, 'primary');
     assert.equal(r.body.epoch, 1);
-    assert.equal((await call('PUT', '/v1/databases/t1', {})).body.error.code, 'CONFLICT');
+    assert.equal((await call('PUT', '/v1/databases/t1', {})).status, 200, 'the same create again is idempotent');
+    assert.equal((await call('PUT', '/v1/databases/t1', { elasticPoolName: 'apps' })).body.error.code, 'CONFLICT');
     await sql('t1', 'create table k(v)');
     const w = await sql('t1', 'insert into k values (1)');
     r = await call('GET', '/v1/databases/t1');
@@ -307,7 +308,7 @@ describe('SQL endpoint', () => {
     let tx = (await call('POST', '/v1/databases/s6/transactions', { mode: 'deferred' })).body.transaction as string;
     assert.deepEqual((await q(tx, 'select count(*) from a')).body.rows, [[0]]);
     assert.equal((await sql('s6', 'insert into a values (1)')).status, 200, 'a deferred reader does not hold the writer');
-    let r = await q(tx, 'insert into a values (2)');
+    const r = await q(tx, 'insert into a values (2)');
     assert.equal(r.body.error.code, 'BUSY', 'its snapshot is stale: upgrading would lose the other write');
     assert.equal(r.body.error.details.sqliteCode, 'SQLITE_BUSY_SNAPSHOT');
     await call('POST', `/v1/databases/s6/transactions/${tx}/rollback`);

@@ -52,7 +52,6 @@ export class GeodrServer {
     const releaseLock = lockDataDir(config.dataDir);
     try {
       const store = new MetaStore(path.join(config.dataDir, 'server.db'));
-      let metrics: ServerMetrics | undefined;
       const host = new DatabaseHost({
         dataDir: config.dataDir,
         store,
@@ -68,7 +67,7 @@ export class GeodrServer {
       const service = new ServerService(config.dataDir, store, host, operations);
       service.recover();
       service.ensurePool(config.defaultPool);
-      metrics = new ServerMetrics(
+      const metrics = new ServerMetrics(
         () => host,
         () => store,
         { server: config.name, region: config.region },

@@ -51,7 +51,7 @@ export class ServerService {
     readonly host: DatabaseHost,
     readonly operations: OperationManager,
   ) {
-    operations.register('verifyDatabase', async (ctx) => this.runVerify(ctx.op, ctx.progress, ctx.checkCancelled));
+    operations.register('verifyDatabase', async (ctx) => this.runVerify(ctx.op, (p) => ctx.progress(p), () => ctx.checkCancelled()));
   }
 
   /** Finishes drops a crash interrupted between moving the files and updating the store. */
@@ -153,7 +153,7 @@ export class ServerService {
     return d;
   }
 
-  createDatabase(name: string, opts: { pool: string; createMode?: string | undefined }): DatabaseView {
+  createDatabase(name: string, opts: { pool: string; createMode?: string | undefined }): { view: DatabaseView; created: boolean } {
     validateName('database', name);
     const mode = opts.createMode ?? 'Default';
     if (!(CREATE_MODES as readonly string[]).includes(mode)) {
@@ -162,7 +162,12 @@ export class ServerService {
     if (mode !== 'Default') {
       throw new GeodrError('UNSUPPORTED', `createMode ${mode} is not available on this server yet; only Default is`, { database: name });
     }
-    if (this.store.getDatabase(name) !== undefined) throw new GeodrError('CONFLICT', `database ${name} already exists`, { database: name });
+    const existing = this.store.getDatabase(name);
+    if (existing !== undefined) {
+      // PUT is idempotent: repeating the same create (a retry after a lost response) succeeds.
+      if (existing.pool === opts.pool && existing.createMode === mode) return { view: this.view(existing), created: false };
+      throw new GeodrError('CONFLICT', `database ${name} already exists in pool ${existing.pool}; use PATCH to move it`, { database: name });
+    }
     const pool = this.requirePool(opts.pool);
     this.checkRoom(pool, 0);
     const rec: DatabaseRecord = {
@@ -182,7 +187,7 @@ export class ServerService {
     // never a record without files.
     this.host.createFiles(rec);
     this.store.insertDatabase(rec);
-    return this.view(rec);
+    return { view: this.view(rec), created: true };
   }
 
   async deleteDatabase(name: string): Promise<DroppedRecord> {

@@ -57,7 +57,8 @@ export interface OperationRecord {
   createdAt: number;
   startedAt: number | null;
   endedAt: number | null;
-  error: { code: string; message: string } | null;
+  /** The error's code, its message without the code prefix, and its context (database, TXID, ...). */
+  error: ({ code: string; message: string } & Record<string, unknown>) | null;
   params: Record<string, unknown>;
   result: Record<string, unknown> | null;
   cancelRequested: boolean;
@@ -284,7 +285,7 @@ function toOperation(r: Row): OperationRecord {
   const parse = (v: unknown): never | Record<string, unknown> | null => {
     if (v === null || v === undefined) return null;
     try {
-      return JSON.parse(String(v)) as Record<string, unknown>;
+      return JSON.parse(v as string) as Record<string, unknown>;
     } catch (e) {
       throw new GeodrError('RECORD_CORRUPT', 'an operation record in server.db is not valid JSON', { object: 'server.db', details: { id: r.id } }, { cause: e });
     }
@@ -294,8 +295,8 @@ function toOperation(r: Row): OperationRecord {
     kind: String(r.kind),
     state: String(r.state) as OperationState,
     percentComplete: Number(r.percent_complete),
-    database: r.database_name === null ? null : String(r.database_name),
-    pool: r.pool === null ? null : String(r.pool),
+    database: r.database_name === null ? null : (r.database_name as string),
+    pool: r.pool === null ? null : (r.pool as string),
     createdAt: Number(r.created_at),
     startedAt: r.started_at === null ? null : Number(r.started_at),
     endedAt: r.ended_at === null ? null : Number(r.ended_at),

@@ -1,7 +1,7 @@
 /** Test helper: a tiny JSON HTTP client (the SDK has its own tests; server tests stay independent of it). */
 export interface JsonResponse {
   status: number;
-  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  body: any;  
   headers: Headers;
 }
 

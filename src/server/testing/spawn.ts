@@ -58,8 +58,8 @@ export async function spawnServer(opts: SpawnOptions = {}): Promise<ServerProces
   writeFileSync(configFile, JSON.stringify(config));
   const proc = spawn(process.execPath, [MAIN, '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not become ready:\n${out}`)), 30_000);
@@ -70,7 +70,7 @@ export async function spawnServer(opts: SpawnOptions = {}): Promise<ServerProces
         resolve(m[1]!);
       }
     };
-    proc.stdout!.on('data', check);
+    proc.stdout.on('data', check);
     void exited.then((code) => {
       clearTimeout(timer);
       reject(new Error(`server exited with ${code} before it was ready:\n${out}`));
