@@ -132,6 +132,7 @@ export async function runServerBench(args: string[]): Promise<void> {
     // Many idle databases: create, touch each once, let the LRU and the idle sweep close them.
     const pid = sp.proc.pid!;
     const rssBefore = rssMiB(pid);
+    await post(s, '/v1/elasticPools/idle', { maxDatabases: idleCount }, 'PUT');
     const t0 = performance.now();
     let made = 0;
     await Promise.all(
@@ -140,7 +141,7 @@ export async function runServerBench(args: string[]): Promise<void> {
           const i = made++;
           if (i >= idleCount) return;
           const name = `idle-${String(i).padStart(5, '0')}`;
-          await post(s, `/v1/databases/${name}`, {}, 'PUT');
+          await post(s, `/v1/databases/${name}`, { elasticPoolName: 'idle' }, 'PUT');
           await post(s, `/v1/databases/${name}/query`, { sql: 'create table t(x)' });
           if ((i + 1) % 1000 === 0) log(`  ${i + 1} databases created and touched; RSS ${rssMiB(pid).toFixed(0)} MiB, ${openFds(pid)} fds`);
         }

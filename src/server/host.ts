@@ -26,6 +26,8 @@ export interface HostOptions {
   groupCommitMs: number;
   /** Called when a database is opened or closed, for metrics and logs. */
   onOpenChange?: (open: number) => void;
+  /** Failures in background work (idle sweep, close): nobody else would hear of them. */
+  onError?: (error: unknown, database: string) => void;
 }
 
 /** One open tenant database. Held through {@link DatabaseHost.acquire}; give it back with release(). */
@@ -262,7 +264,9 @@ export class DatabaseHost {
 
   /** Writes the state of every open database to the metadata store. */
   flushStates(): void {
-    for (const t of this.open.values()) this.persistQuietly(t);
+    this.opts.store.transaction(() => {
+      for (const t of this.open.values()) this.persistQuietly(t);
+    });
   }
 
   private persistQuietly(t: Tenant): void {
@@ -275,9 +279,14 @@ export class DatabaseHost {
 
   private closeTenant(t: Tenant): void {
     this.open.delete(t.name);
-    this.persistQuietly(t);
-    t.clearStatements();
-    t.db.close();
+    try {
+      this.persistQuietly(t);
+      t.clearStatements();
+      t.db.close();
+    } catch (e) {
+      // The engine is fail-stop: the next open reconciles the files with the log.
+      this.opts.onError?.(e, t.name);
+    }
     this.opts.onOpenChange?.(this.open.size);
   }
 
@@ -291,10 +300,13 @@ export class DatabaseHost {
 
   private sweep(): void {
     const cutoff = Date.now() - this.opts.idleCloseMs;
-    for (const t of [...this.open.values()]) {
-      if (t.refs === 0 && !t.writer.locked && t.lastUsed < cutoff) this.closeTenant(t);
-      else this.persistQuietly(t);
-    }
+    // One metadata transaction (one fsync) for all the databases written since the last sweep.
+    this.opts.store.transaction(() => {
+      for (const t of [...this.open.values()]) {
+        if (t.refs === 0 && !t.writer.locked && t.lastUsed < cutoff) this.closeTenant(t);
+        else this.persistQuietly(t);
+      }
+    });
   }
 
   /** Waits for durability of everything written, then closes every database. */
@@ -302,13 +314,16 @@ export class DatabaseHost {
     this.closing = true;
     if (this.sweeper !== undefined) clearInterval(this.sweeper);
     this.sweeper = undefined;
-    for (const t of [...this.open.values()]) {
-      try {
-        await t.db.waitDurable();
-      } catch {
-        // a database that failed is closed below all the same; its log is what it is
-      }
-      this.closeTenant(t);
-    }
+    const open = [...this.open.values()];
+    await Promise.all(
+      open.map((t) =>
+        t.db.waitDurable().catch(() => {
+          // a database that failed is closed below all the same; its log is what it is
+        }),
+      ),
+    );
+    this.opts.store.transaction(() => {
+      for (const t of open) this.closeTenant(t);
+    });
   }
 }

@@ -60,6 +60,7 @@ export class GeodrServer {
         writeWaitMs: config.limits.writeWaitMs,
         durability: config.durability,
         groupCommitMs: config.groupCommitMs,
+        onError: (err, database) => logger.error({ err, database }, 'closing a database failed'),
       });
       const operations = new OperationManager(store, (pool) => (pool === null ? 4 : (store.getPool(pool)?.maxConcurrentOperations ?? 1)), (op) =>
         logger.info({ operation: op.id, kind: op.kind, state: op.state, database: op.database }, 'operation'),
