@@ -46,6 +46,9 @@ export const ERROR_CODES = {
   TRANSACTION_EXPIRED: { status: 410, retryable: false, summary: 'An interactive transaction passed its timeout and was rolled back, or was already finished.' },
   UNSUPPORTED: { status: 501, retryable: false, summary: 'The request names a feature this server does not offer yet (e.g. a createMode a later release adds).' },
   CANCELLED: { status: 409, retryable: false, summary: 'The operation was cancelled before it finished.' },
+  VAULT_UNAVAILABLE: { status: 503, retryable: true, summary: 'The backup vault could not be reached or failed the request; shipping queues and retries.' },
+  VAULT_CORRUPT: { status: 422, retryable: false, summary: 'A vault object failed its checksum, decryption or structure test; the object is named.' },
+  KEY_UNAVAILABLE: { status: 500, retryable: false, summary: 'A vault object is encrypted with a key id this server does not have, or the key is wrong.' },
   INTERNAL: { status: 500, retryable: false, summary: 'A bug: something failed that geodr did not expect. The message and logs say what.' },
   UNAVAILABLE: { status: 503, retryable: true, summary: 'The server is starting up or shutting down, or the database is being moved; try again.' },
 } as const satisfies Record<string, ErrorSpec>;

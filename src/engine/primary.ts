@@ -149,7 +149,7 @@ export class PrimaryDatabase {
   private undelivered: Array<[TxRecord, Buffer]> = [];
   private syncTimer: NodeJS.Timeout | undefined;
   private syncInFlight = false;
-  private durableTxid = 0;
+  private syncedTxid = 0;
   private readonly waiters: Array<{ txid: number; resolve: () => void; reject: (e: unknown) => void }> = [];
   private readonly clock: () => number;
   private readonly durability: Durability;
@@ -294,11 +294,11 @@ export class PrimaryDatabase {
       this.walPos = base.length > 0 ? base[base.length - 1]!.end : undefined;
       this.lastTxid = last.txid;
       this.lastTs = last.timestamp;
-      this.durableTxid = last.txid;
+      this.syncedTxid = last.txid;
       if (fresh.length > 0) {
         this.capture();
         this.log.sync();
-        this.durableTxid = this.lastTxid;
+        this.syncedTxid = this.lastTxid;
       }
       return;
     }
@@ -561,16 +561,16 @@ export class PrimaryDatabase {
 
   /** Records up to `txid` are durable: hand them to listeners (in order) and resolve waiters. */
   private markDurable(txid: number): void {
-    if (txid > this.durableTxid) this.durableTxid = txid;
+    if (txid > this.syncedTxid) this.syncedTxid = txid;
     let n = 0;
-    while (n < this.undelivered.length && this.undelivered[n]![0].txid <= this.durableTxid) n++;
+    while (n < this.undelivered.length && this.undelivered[n]![0].txid <= this.syncedTxid) n++;
     if (n > 0) {
       const batch = this.undelivered.splice(0, n);
       for (const [rec, enc] of batch) for (const l of this.listeners) l(rec, enc);
     }
     for (let i = this.waiters.length - 1; i >= 0; i--) {
       const w = this.waiters[i]!;
-      if (w.txid <= this.durableTxid) {
+      if (w.txid <= this.syncedTxid) {
         this.waiters.splice(i, 1);
         w.resolve();
       }
@@ -608,7 +608,7 @@ export class PrimaryDatabase {
 
   /** Resolves once TXID `txid` is durable in the log. */
   waitDurable(txid: number = this.lastTxid): Promise<void> {
-    if (txid <= this.durableTxid) return Promise.resolve();
+    if (txid <= this.syncedTxid) return Promise.resolve();
     this.ensureOpen();
     return new Promise((resolve, reject) => {
       this.waiters.push({ txid, resolve, reject });
@@ -675,6 +675,16 @@ export class PrimaryDatabase {
 
   get txid(): number {
     return this.lastTxid;
+  }
+
+  /** False once closed or stopped after a failure. */
+  get isOpen(): boolean {
+    return !this.closed && this.failure === undefined;
+  }
+
+  /** The newest TXID whose record is fsynced in the local log: the most that may be shipped. */
+  get durableTxid(): number {
+    return this.syncedTxid;
   }
 
   get checksum(): Checksum {

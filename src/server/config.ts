@@ -51,6 +51,29 @@ const LimitsSchema = z.strictObject({
   idleCloseMs: z.number().int().min(100).max(86_400_000).default(30_000),
 });
 
+const VaultSpecSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('fs'), path: z.string().min(1) }),
+  z.strictObject({ type: z.literal('azure'), connectionString: z.string().min(1), container: z.string().regex(/^[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])$/, 'container names are 3-63 lower-case letters, digits and dashes') }),
+]);
+
+const BackupSchema = z.strictObject({
+  /** Ship records at most this long after they commit. */
+  shipIntervalMs: z.number().int().min(50).max(3_600_000).default(1000),
+  snapshotEveryRecords: z.number().int().min(10).max(100_000_000).default(10_000),
+  /** Also snapshot after this long with new records; 0 = by count only. */
+  snapshotIntervalMs: z.number().int().min(0).default(6 * 3600_000),
+  /** Default short-term retention (PITR window) for new databases, days. */
+  retentionDays: z.number().int().min(1).max(35).default(7),
+  /** Run the retention job this often. */
+  retentionEveryMs: z.number().int().min(1000).default(3600_000),
+  /** brotli (quality 5) by measurement: see src/vault/codec.ts. */
+  compression: z.enum(['none', 'gzip', 'brotli', 'deflate']).default('brotli'),
+  /** JSON key file for client-side encryption ({"active", "keys": {id: base64}}); or GEODR_VAULT_KEY. */
+  keyFile: z.string().min(1).optional(),
+});
+
+export type VaultSpec = z.infer<typeof VaultSpecSchema>;
+
 export const ServerConfigSchema = z.strictObject({
   name: nameField('server').default('server1'),
   region: nameField('region').default('local'),
@@ -63,6 +86,13 @@ export const ServerConfigSchema = z.strictObject({
   durability: z.enum(['group', 'commit']).default('group'),
   groupCommitMs: z.number().int().min(0).max(1000).default(2),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** This region's backup vault. Default: an fs vault at <dataDir>/vault. */
+  vault: VaultSpecSchema.optional(),
+  /** The paired region's vault: shipped objects are copied there (GRS) and geo-restores read this region's copies. */
+  pairedVault: VaultSpecSchema.optional(),
+  /** Paired region name (for recoverable-database listings). */
+  pairedRegion: nameField('region').optional(),
+  backup: BackupSchema.default(BackupSchema.parse({})),
   /** Pool that databases created without one join; created at start if missing. */
   defaultPool: nameField('pool').default('default'),
 });
@@ -138,6 +168,9 @@ export function loadConfig(sources: ConfigSources): ServerConfig {
   }
   const config = parsed.data;
   config.dataDir = path.resolve(config.dataDir);
+  const base = sources.file !== undefined ? path.dirname(sources.file) : process.cwd();
+  for (const v of [config.vault, config.pairedVault]) if (v?.type === 'fs') v.path = path.resolve(base, v.path);
+  if (config.backup.keyFile !== undefined) config.backup.keyFile = path.resolve(base, config.backup.keyFile);
   if (!config.tokens.some((t) => t.role === 'admin')) {
     throw new GeodrError('INVALID_ARGUMENT', 'invalid server configuration: no admin token; add one under "tokens" or set GEODR_ADMIN_TOKEN', { object: sources.file });
   }

@@ -29,12 +29,18 @@ test('the LRU bounds open databases and idle ones are closed, releasing every de
       await call('POST', `/v1/databases/${n}/query`, { sql: 'create table t(x)' });
       await call('POST', `/v1/databases/${n}/query`, { sql: 'insert into t values (?)', args: [n] });
     }
-    const info = (await call('GET', '/v1/server')).body;
-    assert.ok(info.openDatabases <= 3, `open ${info.openDatabases}`);
+    // Databases whose records are not in the vault yet stay open; once shipped (within about a
+    // second) the LRU bound holds again.
+    let open = Infinity;
+    for (let i = 0; i < 100 && open > 3; i++) {
+      open = (await call('GET', '/v1/server')).body.openDatabases;
+      if (open > 3) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(open <= 3, `open ${open}`);
     assert.ok(tenantFds(pid) > 0);
     // Every database still answers (reopened on demand), with its data.
     for (const n of names) assert.deepEqual((await call('POST', `/v1/databases/${n}/query`, { sql: 'select x from t' })).body.rows, [[n]]);
-    await new Promise((r) => setTimeout(r, 1500));
+    for (let i = 0; i < 100 && (await call('GET', '/v1/server')).body.openDatabases > 0; i++) await new Promise((r) => setTimeout(r, 100));
     assert.equal((await call('GET', '/v1/server')).body.openDatabases, 0);
     assert.equal(tenantFds(pid), 0, 'no descriptor of a tenant file stays open');
     const m = (await call('GET', '/metrics')).body as string;

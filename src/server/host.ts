@@ -26,6 +26,8 @@ export interface HostOptions {
   groupCommitMs: number;
   /** Called when a database is opened or closed, for metrics and logs. */
   onOpenChange?: (open: number) => void;
+  /** Returning true keeps an idle database open (its records are not in the vault yet). */
+  keepOpen?: (t: Tenant) => boolean;
   /** Failures in background work (idle sweep, close): nobody else would hear of them. */
   onError?: (error: unknown, database: string) => void;
 }
@@ -124,15 +126,17 @@ export class DatabaseHost {
     if (t !== undefined) {
       this.open.delete(name);
       this.open.set(name, t);
+      t.refs++;
     } else {
       const rec = this.opts.store.getDatabase(name);
       if (rec === undefined) throw new GeodrError('NOT_FOUND', `database ${JSON.stringify(name)} does not exist`, { database: name });
       t = this.openTenant(rec);
       this.open.set(name, t);
+      // Leased before evicting, so the eviction can never pick the database just opened.
+      t.refs++;
       this.evict();
       this.opts.onOpenChange?.(this.open.size);
     }
-    t.refs++;
     t.lastUsed = Date.now();
     return t;
   }
@@ -170,12 +174,26 @@ export class DatabaseHost {
     return new Tenant(rec.name, rec, db);
   }
 
-  /** Creates the files of a new, empty database. */
-  createFiles(rec: DatabaseRecord): void {
+  /** Creates the files of a new, empty database; returns the engine's database id. */
+  createFiles(rec: Pick<DatabaseRecord, 'id' | 'name'>): string {
     const p = this.paths(rec.id);
     fs.mkdirSync(p.dir, { recursive: true });
     const db = PrimaryDatabase.open({ file: p.file, stateDir: p.stateDir, name: rec.name, durability: 'commit' });
+    const dbId = db.dbId;
     db.close();
+    return dbId;
+  }
+
+  /**
+   * Makes a restored file a new database: moved into place, then opened, which gives it
+   * a new identity and a base snapshot. Returns the engine's database id.
+   */
+  adoptFile(rec: Pick<DatabaseRecord, 'id' | 'name'>, file: string): string {
+    const p = this.paths(rec.id);
+    fs.rmSync(p.dir, { recursive: true, force: true });
+    fs.mkdirSync(p.dir, { recursive: true });
+    fs.renameSync(file, p.file);
+    return this.createFiles(rec);
   }
 
   /**
@@ -294,7 +312,7 @@ export class DatabaseHost {
     if (this.open.size <= this.opts.maxOpenDatabases) return;
     for (const t of this.open.values()) {
       if (this.open.size <= this.opts.maxOpenDatabases) break;
-      if (t.refs === 0 && !t.writer.locked) this.closeTenant(t);
+      if (t.refs === 0 && !t.writer.locked && this.opts.keepOpen?.(t) !== true) this.closeTenant(t);
     }
   }
 
@@ -303,9 +321,11 @@ export class DatabaseHost {
     // One metadata transaction (one fsync) for all the databases written since the last sweep.
     this.opts.store.transaction(() => {
       for (const t of [...this.open.values()]) {
-        if (t.refs === 0 && !t.writer.locked && t.lastUsed < cutoff) this.closeTenant(t);
+        if (t.refs === 0 && !t.writer.locked && t.lastUsed < cutoff && this.opts.keepOpen?.(t) !== true) this.closeTenant(t);
         else this.persistQuietly(t);
       }
+      // Databases kept open past the LRU bound (unshipped records) are let go once they may be.
+      this.evict();
     });
   }
 

@@ -210,7 +210,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     dbAccess(req, req.params.db);
     return service.getDatabase(req.params.db);
   });
-  app.put<{ Params: { db: string }; Body: { createMode?: string; elasticPoolName?: string } }>(
+  app.put<{
+    Params: { db: string };
+    Body: { createMode?: string; elasticPoolName?: string; sourceDatabaseName?: string; sourceDatabaseId?: string; restorePointInTime?: string; restorePointTxid?: number };
+  }>(
     '/v1/databases/:db',
     {
       schema: {
@@ -223,6 +226,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
           properties: {
             createMode: { type: 'string', description: 'Default | Copy | Secondary | PointInTimeRestore | Restore | Recovery | RestoreLongTermRetentionBackup' },
             elasticPoolName: NAME,
+            sourceDatabaseName: { ...NAME, description: 'PointInTimeRestore: the database on this server to restore' },
+            sourceDatabaseId: { type: 'string', maxLength: 64, description: 'Restore, Recovery, RestoreLongTermRetentionBackup: the database id (restorableDroppedDatabases, recoverableDatabases)' },
+            restorePointInTime: { type: 'string', maxLength: 64, description: 'ISO-8601 time to restore to (default: the latest point)' },
+            restorePointTxid: { type: 'integer', minimum: 0, description: 'exact TXID to restore to (or the long-term backup to restore)' },
           },
         },
       },
@@ -230,8 +237,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     async (req, reply) => {
       admin(req);
       const body = req.body ?? {};
-      const { view, created } = service.createDatabase(req.params.db, { pool: body.elasticPoolName ?? config.defaultPool, createMode: body.createMode });
-      return reply.status(created ? 201 : 200).send(view);
+      const r = service.createDatabase(req.params.db, { ...body, pool: body.elasticPoolName ?? config.defaultPool });
+      if ('operation' in r) return accepted(reply, r.operation);
+      return reply.status(r.created ? 201 : 200).send(r.view);
     },
   );
   app.patch<{ Params: { db: string }; Body: { elasticPoolName?: string } }>(
@@ -284,6 +292,104 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.get('/v1/restorableDroppedDatabases', { schema: { summary: 'Databases deleted from this server whose files are kept.', tags: ['databases'] } }, async (req) => {
     admin(req);
     return { value: service.listDropped() };
+  });
+
+  // Backups and restores
+
+  const backup = (): NonNullable<typeof service.backup> => {
+    if (service.backup === undefined) throw new GeodrError('UNSUPPORTED', 'this server has no backup vault');
+    return service.backup;
+  };
+  app.get<{ Params: { db: string } }>(
+    '/v1/databases/:db/restorePoints',
+    { schema: { summary: 'Earliest and latest restore points, and where shipping to the vault (and its geo copy) stands.', tags: ['backup'], params: dbParams } },
+    async (req) => {
+      dbAccess(req, req.params.db);
+      const rec = service.requireDatabase(req.params.db);
+      const points = await backup().restorePointsOf(rec.dbId);
+      const live = service.getDatabase(req.params.db);
+      const iso = (p: { txid: number; time: number } | undefined) => (p === undefined ? null : { txid: p.txid, time: new Date(p.time).toISOString() });
+      return { database: rec.name, dbId: rec.dbId, earliest: iso(points.earliest), latest: iso(points.latest), backup: backup().status({ dbId: rec.dbId, txid: live.txid }) };
+    },
+  );
+  app.get<{ Params: { db: string } }>(
+    '/v1/databases/:db/backupShortTermRetentionPolicies/default',
+    { schema: { summary: 'The point-in-time restore window, days.', tags: ['backup'], params: dbParams } },
+    async (req) => {
+      admin(req);
+      return { retentionDays: service.getRetention(req.params.db).retentionDays };
+    },
+  );
+  app.put<{ Params: { db: string }; Body: { retentionDays: number } }>(
+    '/v1/databases/:db/backupShortTermRetentionPolicies/default',
+    {
+      schema: {
+        summary: 'Set the point-in-time restore window (1-35 days).',
+        tags: ['backup'],
+        params: dbParams,
+        body: { type: 'object', additionalProperties: false, required: ['retentionDays'], properties: { retentionDays: { type: 'integer', minimum: 1, maximum: 35 } } },
+      },
+    },
+    async (req) => {
+      admin(req);
+      return service.setShortTermRetention(req.params.db, req.body.retentionDays);
+    },
+  );
+  const ltrBody = {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      weeklyRetention: { type: ['string', 'null'], pattern: '^P\\d+[DWMY]$' },
+      monthlyRetention: { type: ['string', 'null'], pattern: '^P\\d+[DWMY]$' },
+      yearlyRetention: { type: ['string', 'null'], pattern: '^P\\d+[DWMY]$' },
+      weekOfYear: { type: 'integer', minimum: 1, maximum: 52 },
+    },
+  } as const;
+  app.get<{ Params: { db: string } }>(
+    '/v1/databases/:db/backupLongTermRetentionPolicies/default',
+    { schema: { summary: 'The long-term retention policy (W/M/Y, week of year).', tags: ['backup'], params: dbParams } },
+    async (req) => {
+      admin(req);
+      const ltr = service.getRetention(req.params.db).ltr;
+      return { weeklyRetention: ltr?.weekly ?? null, monthlyRetention: ltr?.monthly ?? null, yearlyRetention: ltr?.yearly ?? null, weekOfYear: ltr?.weekOfYear ?? 1 };
+    },
+  );
+  app.put<{ Params: { db: string }; Body: { weeklyRetention?: string | null; monthlyRetention?: string | null; yearlyRetention?: string | null; weekOfYear?: number } }>(
+    '/v1/databases/:db/backupLongTermRetentionPolicies/default',
+    { schema: { summary: 'Set the long-term retention policy: ISO-8601 durations (P12W, P12M, P10Y) or null.', tags: ['backup'], params: dbParams, body: ltrBody } },
+    async (req) => {
+      admin(req);
+      const b = req.body;
+      const none = (b.weeklyRetention ?? null) === null && (b.monthlyRetention ?? null) === null && (b.yearlyRetention ?? null) === null;
+      const ltr = none ? null : { weekly: b.weeklyRetention ?? null, monthly: b.monthlyRetention ?? null, yearly: b.yearlyRetention ?? null, weekOfYear: b.weekOfYear ?? 1 };
+      const set = service.setLongTermRetention(req.params.db, ltr);
+      return { weeklyRetention: set?.weekly ?? null, monthlyRetention: set?.monthly ?? null, yearlyRetention: set?.yearly ?? null, weekOfYear: set?.weekOfYear ?? 1 };
+    },
+  );
+  app.get<{ Params: { db: string } }>(
+    '/v1/databases/:db/longTermRetentionBackups',
+    { schema: { summary: 'Long-term backups of a database (restore one with createMode RestoreLongTermRetentionBackup).', tags: ['backup'], params: dbParams } },
+    async (req) => {
+      admin(req);
+      return { value: await backup().longTermBackups(service.requireDatabase(req.params.db).dbId) };
+    },
+  );
+  app.get('/v1/recoverableDatabases', { schema: { summary: 'Databases of the paired region whose backups this region holds (geo-restore with createMode Recovery).', tags: ['backup'] } }, async (req) => {
+    admin(req);
+    const list = await backup().recoverableDatabases();
+    return {
+      value: list.map((d) => ({
+        ...d,
+        restorePoints: {
+          earliest: d.restorePoints.earliest === undefined ? null : { txid: d.restorePoints.earliest.txid, time: new Date(d.restorePoints.earliest.time).toISOString() },
+          latest: d.restorePoints.latest === undefined ? null : { txid: d.restorePoints.latest.txid, time: new Date(d.restorePoints.latest.time).toISOString() },
+        },
+      })),
+    };
+  });
+  app.post('/v1/backup/retention', { schema: { summary: 'Run the retention job now (it also runs on a schedule).', tags: ['backup'] } }, async (req) => {
+    admin(req);
+    return backup().applyRetention();
   });
 
   // Operations

@@ -18,6 +18,7 @@ import { ServerMetrics } from './metrics.js';
 import { OperationManager } from './operations.js';
 import { ServerService } from './service.js';
 import { MetaStore } from './store.js';
+import { BackupService } from './backup.js';
 import { VERSION } from '../version.js';
 
 export interface StartOptions {
@@ -52,6 +53,7 @@ export class GeodrServer {
     const releaseLock = lockDataDir(config.dataDir);
     try {
       const store = new MetaStore(path.join(config.dataDir, 'server.db'));
+      const backupRef: { current?: BackupService } = {};
       const host = new DatabaseHost({
         dataDir: config.dataDir,
         store,
@@ -61,11 +63,16 @@ export class GeodrServer {
         durability: config.durability,
         groupCommitMs: config.groupCommitMs,
         onError: (err, database) => logger.error({ err, database }, 'closing a database failed'),
+        keepOpen: (t) => backupRef.current?.mustStayOpen(t) ?? false,
       });
       const operations = new OperationManager(store, (pool) => (pool === null ? 4 : (store.getPool(pool)?.maxConcurrentOperations ?? 1)), (op) =>
         logger.info({ operation: op.id, kind: op.kind, state: op.state, database: op.database }, 'operation'),
       );
       const service = new ServerService(config.dataDir, store, host, operations);
+      const backup = await BackupService.open(config, store, host, logger);
+      backupRef.current = backup;
+      service.backup = backup;
+      service.defaultRetentionDays = config.backup.retentionDays;
       service.recover();
       service.ensurePool(config.defaultPool);
       const metrics = new ServerMetrics(
@@ -91,6 +98,7 @@ export class GeodrServer {
       const port = typeof addr === 'object' && addr !== null ? addr.port : config.port;
       s.url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
       const resumed = operations.resume();
+      backup.start();
       s.ready = true;
       logger.info({ url: s.url, dataDir: config.dataDir, databases: store.listDatabases().length, resumedOperations: resumed, version: VERSION }, 'server ready');
       return s;
@@ -111,6 +119,7 @@ export class GeodrServer {
       try {
         await this.app.close();
         await this.service.operations.stop();
+        await this.service.backup?.stop();
         await this.service.host.closeAll();
         this.service.store.close();
       } finally {

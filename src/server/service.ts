@@ -10,11 +10,22 @@ import { checksumHex, integrityCheck } from '../engine/index.js';
 import { randomUUID } from 'node:crypto';
 import { DatabaseHost } from './host.js';
 import { validateName } from './names.js';
-import { OperationManager } from './operations.js';
-import type { DatabaseRecord, DroppedRecord, MetaStore, OperationRecord, PoolRecord } from './store.js';
+import { OperationManager, type OperationContext } from './operations.js';
+import type { BackupService } from './backup.js';
+import { durationMs } from './backup.js';
+import type { DatabaseRecord, DroppedRecord, LtrPolicy, MetaStore, OperationRecord, PoolRecord } from './store.js';
 
 export const CREATE_MODES = ['Default', 'Copy', 'Secondary', 'PointInTimeRestore', 'Restore', 'Recovery', 'RestoreLongTermRetentionBackup'] as const;
 export type CreateMode = (typeof CREATE_MODES)[number];
+
+export interface CreateOptions {
+  pool: string;
+  createMode?: string | undefined;
+  sourceDatabaseName?: string | undefined;
+  sourceDatabaseId?: string | undefined;
+  restorePointInTime?: string | undefined;
+  restorePointTxid?: number | undefined;
+}
 
 export interface PoolSettings {
   maxDatabases?: number | undefined;
@@ -27,6 +38,8 @@ export const POOL_DEFAULTS = { maxDatabases: 10_000, maxConcurrentOperations: 2,
 export interface DatabaseView {
   name: string;
   id: string;
+  /** The engine's database id: names its backups in the vault. */
+  dbId: string;
   pool: string;
   role: string;
   status: 'Online';
@@ -37,6 +50,7 @@ export interface DatabaseView {
   checksum: string;
   epoch: number;
   lastWriteTime: string | null;
+  retentionDays: number;
 }
 
 export interface PoolView extends PoolRecord {
@@ -45,12 +59,17 @@ export interface PoolView extends PoolRecord {
 }
 
 export class ServerService {
+  /** Set when the server has a vault; restores and policies need it. */
+  backup: BackupService | undefined;
+  defaultRetentionDays = 7;
+
   constructor(
     readonly dataDir: string,
     readonly store: MetaStore,
     readonly host: DatabaseHost,
     readonly operations: OperationManager,
   ) {
+    operations.register('restoreDatabase', async (ctx) => this.runRestoreOp(ctx));
     operations.register('verifyDatabase', async (ctx) => this.runVerify(ctx.op, (p) => ctx.progress(p), () => ctx.checkCancelled()));
   }
 
@@ -153,15 +172,16 @@ export class ServerService {
     return d;
   }
 
-  createDatabase(name: string, opts: { pool: string; createMode?: string | undefined }): { view: DatabaseView; created: boolean } {
+  createDatabase(name: string, opts: CreateOptions): { view: DatabaseView; created: boolean } | { operation: OperationRecord } {
     validateName('database', name);
     const mode = opts.createMode ?? 'Default';
     if (!(CREATE_MODES as readonly string[]).includes(mode)) {
       throw new GeodrError('INVALID_ARGUMENT', `createMode ${JSON.stringify(mode)} is not one of ${CREATE_MODES.join(', ')}`, { database: name });
     }
-    if (mode !== 'Default') {
-      throw new GeodrError('UNSUPPORTED', `createMode ${mode} is not available on this server yet; only Default is`, { database: name });
+    if (mode === 'Copy' || mode === 'Secondary') {
+      throw new GeodrError('UNSUPPORTED', `createMode ${mode} is not available on this server yet (it comes with geo-replication)`, { database: name });
     }
+    if (mode !== 'Default') return { operation: this.submitRestore(name, mode as CreateMode, opts) };
     const existing = this.store.getDatabase(name);
     if (existing !== undefined) {
       // PUT is idempotent: repeating the same create (a retry after a lost response) succeeds.
@@ -182,12 +202,98 @@ export class ServerService {
       checksum: '',
       epoch: 1,
       lastWriteTime: 0,
+      dbId: '',
+      shippedTxid: 0,
+      retentionDays: this.defaultRetentionDays,
+      ltr: null,
     };
     // Files first, then the record: a crash in between leaves an unreferenced directory,
     // never a record without files.
-    this.host.createFiles(rec);
+    rec.dbId = this.host.createFiles(rec);
     this.store.insertDatabase(rec);
+    this.backup?.markConfigChanged();
     return { view: this.view(rec), created: true };
+  }
+
+  /**
+   * Restore modes create the database from backups, as a queued operation:
+   * PointInTimeRestore (a database of this server, to a time or TXID in its window),
+   * Restore (a deleted one), RestoreLongTermRetentionBackup, and Recovery (geo-restore:
+   * a database of the paired region, from this region's copy of its backups).
+   */
+  private submitRestore(name: string, mode: CreateMode, opts: CreateOptions): OperationRecord {
+    if (this.backup === undefined) throw new GeodrError('UNSUPPORTED', 'this server has no backup vault', { database: name });
+    if (this.store.getDatabase(name) !== undefined) throw new GeodrError('CONFLICT', `database ${name} already exists`, { database: name });
+    const pending = this.operations.list({ state: 'Pending' }).concat(this.operations.list({ state: 'InProgress' }));
+    if (pending.some((o) => o.kind === 'restoreDatabase' && o.params.name === name)) {
+      throw new GeodrError('CONFLICT', `a restore into ${name} is already under way`, { database: name });
+    }
+    const pool = this.requirePool(opts.pool);
+    this.checkRoom(pool, 0);
+    let sourceDbId: string;
+    if (mode === 'PointInTimeRestore') {
+      if (opts.sourceDatabaseName === undefined) throw new GeodrError('INVALID_ARGUMENT', 'PointInTimeRestore needs sourceDatabaseName', { database: name });
+      sourceDbId = this.requireDatabase(opts.sourceDatabaseName).dbId;
+    } else {
+      if (opts.sourceDatabaseId === undefined) throw new GeodrError('INVALID_ARGUMENT', `${mode} needs sourceDatabaseId (from restorableDroppedDatabases, recoverableDatabases or longTermRetentionBackups)`, { database: name });
+      const dropped = this.store.listDropped().find((d) => d.id === opts.sourceDatabaseId || d.dbId === opts.sourceDatabaseId);
+      if (mode === 'Restore' && dropped === undefined) throw new GeodrError('NOT_FOUND', `no dropped database ${opts.sourceDatabaseId}`, { database: name });
+      sourceDbId = dropped?.dbId ?? opts.sourceDatabaseId;
+      if (!/^[0-9a-f]{32}$/.test(sourceDbId)) throw new GeodrError('INVALID_ARGUMENT', `sourceDatabaseId ${JSON.stringify(sourceDbId)} is not a database id (32 hex digits)`, { database: name });
+    }
+    if (opts.restorePointInTime !== undefined && opts.restorePointTxid !== undefined) {
+      throw new GeodrError('INVALID_ARGUMENT', 'give restorePointInTime or restorePointTxid, not both', { database: name });
+    }
+    let target: { txid: number } | { time: number } | 'latest' = 'latest';
+    if (opts.restorePointTxid !== undefined) target = { txid: opts.restorePointTxid };
+    if (opts.restorePointInTime !== undefined) {
+      const t = Date.parse(opts.restorePointInTime);
+      if (!Number.isFinite(t)) throw new GeodrError('INVALID_ARGUMENT', `restorePointInTime ${JSON.stringify(opts.restorePointInTime)} is not an ISO-8601 time`, { database: name });
+      target = { time: t };
+    }
+    if (mode === 'PointInTimeRestore' && target === 'latest') target = { time: Date.now() };
+    if (mode === 'RestoreLongTermRetentionBackup' && opts.restorePointTxid === undefined) {
+      throw new GeodrError('INVALID_ARGUMENT', 'RestoreLongTermRetentionBackup needs restorePointTxid (a long-term backup)', { database: name });
+    }
+    return this.operations.submit({
+      kind: 'restoreDatabase',
+      database: name,
+      pool: pool.name,
+      params: { name, pool: pool.name, createMode: mode, sourceDbId, target, useLtr: mode === 'RestoreLongTermRetentionBackup' },
+    });
+  }
+
+  private async runRestoreOp(ctx: OperationContext): Promise<Record<string, unknown>> {
+    const params = ctx.op.params as { name: string; pool: string; createMode: string };
+    const done = this.store.getDatabase(params.name);
+    if (done !== undefined && done.createMode === params.createMode) return { database: params.name, alreadyRestored: true };
+    return this.backup!.runRestore(ctx, async (file, summary) => {
+      if (this.store.getDatabase(params.name) !== undefined) throw new GeodrError('CONFLICT', `database ${params.name} was created meanwhile`, { database: params.name });
+      const pool = this.requirePool(params.pool);
+      this.checkRoom(pool, fs.statSync(file).size);
+      const rec: DatabaseRecord = {
+        name: params.name,
+        id: randomUUID(),
+        pool: pool.name,
+        role: 'primary',
+        createMode: params.createMode,
+        createdAt: Date.now(),
+        sizeBytes: fs.statSync(file).size,
+        txid: 0,
+        checksum: '',
+        epoch: 1,
+        lastWriteTime: 0,
+        dbId: '',
+        shippedTxid: 0,
+        retentionDays: this.defaultRetentionDays,
+        ltr: null,
+      };
+      rec.dbId = this.host.adoptFile(rec, file);
+      this.store.insertDatabase(rec);
+      this.host.retrack(rec.name, pool.name, pool.name);
+      this.backup?.markConfigChanged();
+      return { ...summary, database: rec.name, dbId: rec.dbId };
+    });
   }
 
   async deleteDatabase(name: string): Promise<DroppedRecord> {
@@ -210,7 +316,10 @@ export class ServerService {
       droppedAt: Date.now(),
       location: path.relative(this.dataDir, location),
       txid: rec.txid,
+      dbId: rec.dbId,
+      retentionDays: rec.retentionDays,
     };
+    void this.backup?.describe(rec, d.droppedAt);
     this.store.transaction(() => {
       this.store.insertDropped(d);
       this.store.deleteDatabase(rec.name);
@@ -231,6 +340,7 @@ export class ServerService {
       this.store.renameDatabase(name, newName);
       this.host.retrack(name, rec.pool, rec.pool, newName);
     });
+    void this.backup?.describe(this.requireDatabase(newName));
     return this.getDatabase(newName);
   }
 
@@ -243,7 +353,38 @@ export class ServerService {
       this.store.setDatabasePool(name, pool.name);
       this.host.retrack(name, rec.pool, pool.name);
     });
+    void this.backup?.describe(this.requireDatabase(name));
     return this.getDatabase(name);
+  }
+
+  getRetention(name: string): { retentionDays: number; ltr: LtrPolicy | null } {
+    const rec = this.requireDatabase(name);
+    return { retentionDays: rec.retentionDays, ltr: rec.ltr };
+  }
+
+  setShortTermRetention(name: string, retentionDays: number): { retentionDays: number } {
+    const rec = this.requireDatabase(name);
+    if (!Number.isInteger(retentionDays) || retentionDays < 1 || retentionDays > 35) {
+      throw new GeodrError('INVALID_ARGUMENT', `retentionDays must be an integer from 1 to 35, got ${retentionDays}`, { database: name });
+    }
+    this.store.setRetention(name, retentionDays, rec.ltr);
+    void this.backup?.describe(this.requireDatabase(name));
+    return { retentionDays };
+  }
+
+  setLongTermRetention(name: string, ltr: LtrPolicy | null): LtrPolicy | null {
+    const rec = this.requireDatabase(name);
+    if (ltr !== null) {
+      for (const v of [ltr.weekly, ltr.monthly, ltr.yearly]) if (v !== null) durationMs(v);
+      if (!Number.isInteger(ltr.weekOfYear) || ltr.weekOfYear < 1 || ltr.weekOfYear > 52) {
+        throw new GeodrError('INVALID_ARGUMENT', `weekOfYear must be from 1 to 52, got ${ltr.weekOfYear}`, { database: name });
+      }
+      const years = ltr.yearly === null ? 0 : durationMs(ltr.yearly) / (365 * 86_400_000);
+      if (years > 10) throw new GeodrError('INVALID_ARGUMENT', 'long-term retention is at most 10 years (P10Y)', { database: name });
+    }
+    this.store.setRetention(name, rec.retentionDays, ltr);
+    void this.backup?.describe(this.requireDatabase(name));
+    return ltr;
   }
 
   verifyDatabase(name: string): OperationRecord {
@@ -276,6 +417,7 @@ export class ServerService {
     return {
       name: d.name,
       id: d.id,
+      dbId: d.dbId,
       pool: d.pool,
       role: d.role,
       status: 'Online',
@@ -286,6 +428,7 @@ export class ServerService {
       checksum: live.checksum,
       epoch: live.epoch,
       lastWriteTime: live.lastWriteTime > 0 ? new Date(live.lastWriteTime).toISOString() : null,
+      retentionDays: d.retentionDays,
     };
   }
 }

@@ -32,6 +32,21 @@ export interface DatabaseRecord {
   checksum: string;
   epoch: number;
   lastWriteTime: number;
+  /** The engine's database id: names the database's objects in the vault. */
+  dbId: string;
+  /** Last TXID the vault is known to hold. */
+  shippedTxid: number;
+  /** Short-term retention (PITR window), days. */
+  retentionDays: number;
+  /** Long-term retention policy (ISO-8601 durations), or null. */
+  ltr: LtrPolicy | null;
+}
+
+export interface LtrPolicy {
+  weekly: string | null;
+  monthly: string | null;
+  yearly: string | null;
+  weekOfYear: number;
 }
 
 export interface DroppedRecord {
@@ -43,6 +58,8 @@ export interface DroppedRecord {
   /** Where the files now live, relative to the data directory. */
   location: string;
   txid: number;
+  dbId: string;
+  retentionDays: number;
 }
 
 export type OperationState = 'Pending' | 'InProgress' | 'Succeeded' | 'Failed' | 'Cancelled';
@@ -84,6 +101,16 @@ create table if not exists operations (
 create index if not exists operations_by_state on operations(state);
 `;
 
+/** Columns added after the first release of the schema: added in place when missing. */
+const ADDED_COLUMNS: Array<[string, string, string]> = [
+  ['databases', 'db_id', "text not null default ''"],
+  ['databases', 'shipped_txid', 'integer not null default 0'],
+  ['databases', 'retention_days', 'integer not null default 7'],
+  ['databases', 'ltr', 'text'],
+  ['dropped_databases', 'db_id', "text not null default ''"],
+  ['dropped_databases', 'retention_days', 'integer not null default 7'],
+];
+
 type Row = Record<string, unknown>;
 
 export class MetaStore {
@@ -95,6 +122,10 @@ export class MetaStore {
     this.db.pragma('synchronous = FULL');
     this.db.pragma('foreign_keys = ON');
     this.db.exec(SCHEMA);
+    for (const [table, column, decl] of ADDED_COLUMNS) {
+      const cols = (this.db.prepare(`select name from pragma_table_info('${table}')`).all() as Array<{ name: string }>).map((c) => c.name);
+      if (!cols.includes(column)) this.db.exec(`alter table ${table} add column ${column} ${decl}`);
+    }
   }
 
   close(): void {
@@ -154,9 +185,10 @@ export class MetaStore {
   insertDatabase(d: DatabaseRecord): void {
     this.db
       .prepare(
-        `insert into databases values (@name, @id, @pool, @role, @createMode, @createdAt, @sizeBytes, @txid, @checksum, @epoch, @lastWriteTime)`,
+        `insert into databases (name, id, pool, role, create_mode, created_at, size_bytes, txid, checksum, epoch, last_write_time, db_id, shipped_txid, retention_days, ltr)
+         values (@name, @id, @pool, @role, @createMode, @createdAt, @sizeBytes, @txid, @checksum, @epoch, @lastWriteTime, @dbId, @shippedTxid, @retentionDays, @ltrJson)`,
       )
-      .run(d);
+      .run({ ...d, ltrJson: d.ltr === null ? null : JSON.stringify(d.ltr) });
   }
 
   /** Records what an open database last reported. */
@@ -164,6 +196,14 @@ export class MetaStore {
     this.db
       .prepare('update databases set size_bytes = @sizeBytes, txid = @txid, checksum = @checksum, epoch = @epoch, last_write_time = @lastWriteTime where name = @name')
       .run({ ...s, name });
+  }
+
+  setShippedTxid(name: string, txid: number): void {
+    this.db.prepare('update databases set shipped_txid = ? where name = ? and shipped_txid < ?').run(txid, name, txid);
+  }
+
+  setRetention(name: string, retentionDays: number, ltr: LtrPolicy | null): void {
+    this.db.prepare('update databases set retention_days = ?, ltr = ? where name = ?').run(retentionDays, ltr === null ? null : JSON.stringify(ltr), name);
   }
 
   setDatabasePool(name: string, pool: string): void {
@@ -181,7 +221,11 @@ export class MetaStore {
   // Dropped databases
 
   insertDropped(d: DroppedRecord): void {
-    this.db.prepare('insert into dropped_databases values (@id, @name, @pool, @createdAt, @droppedAt, @location, @txid)').run(d);
+    this.db
+      .prepare(
+        'insert into dropped_databases (id, name, pool, created_at, dropped_at, location, txid, db_id, retention_days) values (@id, @name, @pool, @createdAt, @droppedAt, @location, @txid, @dbId, @retentionDays)',
+      )
+      .run(d);
   }
 
   listDropped(): DroppedRecord[] {
@@ -193,6 +237,8 @@ export class MetaStore {
       droppedAt: Number(r.dropped_at),
       location: String(r.location),
       txid: Number(r.txid),
+      dbId: r.db_id as string,
+      retentionDays: Number(r.retention_days),
     }));
   }
 
@@ -268,6 +314,10 @@ function toDatabase(r: Row): DatabaseRecord {
     checksum: String(r.checksum),
     epoch: Number(r.epoch),
     lastWriteTime: Number(r.last_write_time),
+    dbId: r.db_id as string,
+    shippedTxid: Number(r.shipped_txid),
+    retentionDays: Number(r.retention_days),
+    ltr: r.ltr === null || r.ltr === undefined ? null : (JSON.parse(r.ltr as string) as LtrPolicy),
   };
 }
 

@@ -1,0 +1,388 @@
+/**
+ * The server's side of continuous backup: ships every open primary's records to the
+ * region's vault (src/vault/shipper.ts), keeps databases with unshipped records open,
+ * catches up after a restart, copies shipped objects to the paired region's vault (GRS),
+ * applies short- and long-term retention, backs up the server configuration, and runs
+ * restores (point in time, dropped, long-term, geo) as operations.
+ */
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Logger } from 'pino';
+import { GeodrError, isGeodrError } from '../errors.js';
+import { checksumHex } from '../engine/index.js';
+import { AzureVault } from '../vault/azure.js';
+import { CodecVault } from '../vault/codec.js';
+import { FsVault } from '../vault/fs.js';
+import { GeoCopier } from '../vault/geo.js';
+import { loadKeyring } from '../vault/keys.js';
+import { configKey, ltrKey, parseBatchKey, type DatabaseDescriptor } from '../vault/layout.js';
+import { readDescriptor, readHistory, restoreFromVault, restorePoints, type RestorePoints, type VaultTarget } from '../vault/restore.js';
+import { Shipper } from '../vault/shipper.js';
+import type { Vault } from '../vault/vault.js';
+import type { ServerConfig, VaultSpec } from './config.js';
+import type { DatabaseHost, Tenant } from './host.js';
+import type { OperationContext } from './operations.js';
+import type { DatabaseRecord, LtrPolicy, MetaStore } from './store.js';
+
+export async function openRawVault(spec: VaultSpec): Promise<Vault> {
+  if (spec.type === 'fs') {
+    fs.mkdirSync(spec.path, { recursive: true });
+    return new FsVault(spec.path);
+  }
+  return AzureVault.open({ connectionString: spec.connectionString, container: spec.container, createContainer: true });
+}
+
+export interface BackupStatus {
+  vault: string;
+  shippedTxid: number;
+  /** Records committed locally that the vault does not hold yet. */
+  unshippedRecords: number;
+  /** Commit time of the last record in the vault. */
+  lastShippedCommitTime: string | null;
+  /** Estimated loss if the region were lost now: time since the oldest unshipped commit, or 0. */
+  estimatedDataLossSeconds: number;
+  geo: { vault: string; lastCopiedKey: string | null; lastCopiedAt: string | null; pending: number; copiedTxid: number } | null;
+  failures: number;
+  halted: string | null;
+}
+
+export class BackupService {
+  readonly shipper: Shipper;
+  private copier: GeoCopier | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private retentionTimer: NodeJS.Timeout | undefined;
+  private readonly catchUp = new Set<string>();
+  private ticking = false;
+  private configDirty = true;
+
+  private constructor(
+    private readonly config: ServerConfig,
+    private readonly store: MetaStore,
+    private readonly host: DatabaseHost,
+    private readonly logger: Logger,
+    /** The region's vault as stored bytes (for geo-copy) and decoded (for everything else). */
+    readonly rawVault: Vault,
+    readonly vault: Vault,
+    readonly pairedRawVault: Vault | undefined,
+  ) {
+    this.shipper = new Shipper({
+      vault,
+      intervalMs: config.backup.shipIntervalMs,
+      snapshotEveryRecords: config.backup.snapshotEveryRecords,
+      snapshotIntervalMs: config.backup.snapshotIntervalMs,
+      onPut: (key) => this.copier?.notify(key),
+      onError: (e, dbId) => this.logger.warn({ err: e, dbId }, 'backup shipping failed; will retry'),
+    });
+    if (pairedRawVault !== undefined) {
+      // Everything the region's vault holds is copied: data, descriptors, configuration, restore points.
+      this.copier = new GeoCopier({ source: rawVault, target: pairedRawVault, prefix: '', onError: (e: unknown, key: string) => this.logger.warn({ err: e, key }, 'geo-copy failed; will retry') });
+    }
+  }
+
+  static async open(config: ServerConfig, store: MetaStore, host: DatabaseHost, logger: Logger): Promise<BackupService> {
+    const raw = await openRawVault(config.vault ?? { type: 'fs', path: path.join(config.dataDir, 'vault') });
+    const keyring = loadKeyring({ file: config.backup.keyFile, env: process.env });
+    const vault = new CodecVault(raw, { compression: config.backup.compression, keyring });
+    const paired = config.pairedVault === undefined ? undefined : await openRawVault(config.pairedVault);
+    return new BackupService(config, store, host, logger, raw, vault, paired);
+  }
+
+  start(): void {
+    for (const d of this.store.listDatabases()) if (d.txid > d.shippedTxid || d.shippedTxid === 0) this.catchUp.add(d.name);
+    this.copier?.start();
+    this.timer = setInterval(() => void this.tick(), Math.max(25, Math.floor(this.config.backup.shipIntervalMs / 2)));
+    this.timer.unref();
+    this.retentionTimer = setInterval(() => void this.applyRetention().catch((e: unknown) => this.logger.warn({ err: e }, 'retention pass failed')), this.config.backup.retentionEveryMs);
+    this.retentionTimer.unref();
+  }
+
+  /** True while the database must stay open: its durable records are not all in the vault. */
+  mustStayOpen(t: Tenant): boolean {
+    return this.shipper.hasUnshipped(t.db);
+  }
+
+  markConfigChanged(): void {
+    this.configDirty = true;
+  }
+
+  private async tick(): Promise<void> {
+    if (this.ticking) return;
+    this.ticking = true;
+    try {
+      const shipped: Array<[string, number]> = [];
+      const tenants = this.host.openTenants();
+      await Promise.all(
+        tenants.map(async (t) => {
+          if (!t.db.isOpen) return;
+          await this.shipper.ship(t.db, () => this.descriptor(t.record));
+          const st = this.shipper.state(t.db.dbId);
+          if (st !== undefined && st.shippedTxid > t.record.shippedTxid) shipped.push([t.name, st.shippedTxid]);
+          if (st !== undefined && t.db.durableTxid <= st.shippedTxid) this.catchUp.delete(t.name);
+        }),
+      );
+      if (shipped.length > 0) {
+        this.store.transaction(() => {
+          for (const [name, txid] of shipped) this.store.setShippedTxid(name, txid);
+        });
+        for (const t of tenants) {
+          const st = this.shipper.state(t.db.dbId);
+          if (st !== undefined) t.record.shippedTxid = Math.max(t.record.shippedTxid, st.shippedTxid);
+        }
+      }
+      // Databases closed with records the vault lacks (a crash, a vault outage): open a few per tick.
+      for (const name of [...this.catchUp].slice(0, 8)) {
+        if (this.store.getDatabase(name) === undefined) {
+          this.catchUp.delete(name);
+          continue;
+        }
+        try {
+          await this.host.use(name, (t) => this.shipper.ship(t.db, () => this.descriptor(t.record)));
+        } catch (e) {
+          if (!isGeodrError(e, 'UNAVAILABLE')) this.logger.warn({ err: e, database: name }, 'backup catch-up failed');
+        }
+      }
+      if (this.configDirty) await this.backupConfig();
+    } catch (e) {
+      this.logger.warn({ err: e }, 'backup pass failed');
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  /** Ships everything it can before shutdown, waiting at most `timeoutMs`. */
+  async flush(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (const t of this.host.openTenants()) {
+      if (Date.now() > deadline) break;
+      await Promise.race([this.shipper.ship(t.db, () => this.descriptor(t.record)), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())))]);
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    if (this.retentionTimer !== undefined) clearInterval(this.retentionTimer);
+    await this.flush(5000);
+    await this.copier?.stop();
+  }
+
+  descriptor(rec: DatabaseRecord, droppedAt?: number): DatabaseDescriptor {
+    return {
+      format: 1,
+      dbId: rec.dbId,
+      name: rec.name,
+      server: this.config.name,
+      region: this.config.region,
+      pool: rec.pool,
+      pageSize: 4096,
+      createdAt: rec.createdAt,
+      ...(droppedAt !== undefined ? { droppedAt } : {}),
+      retentionDays: rec.retentionDays,
+      ltr: rec.ltr,
+    };
+  }
+
+  /** Records a change of name, pool, policy or a drop in the vault. */
+  async describe(rec: DatabaseRecord, droppedAt?: number): Promise<void> {
+    this.configDirty = true;
+    try {
+      await this.shipper.putDescriptor(rec.dbId, this.descriptor(rec, droppedAt));
+    } catch (e) {
+      this.logger.warn({ err: e, database: rec.name }, 'could not write the database descriptor to the vault');
+    }
+  }
+
+  /** The server configuration (pools, databases and their settings) as of now, in the vault. */
+  private async backupConfig(): Promise<void> {
+    this.configDirty = false;
+    const snapshot = {
+      format: 1,
+      server: this.config.name,
+      region: this.config.region,
+      takenAt: new Date().toISOString(),
+      pools: this.store.listPools(),
+      databases: this.store.listDatabases().map((d) => ({ name: d.name, dbId: d.dbId, pool: d.pool, role: d.role, retentionDays: d.retentionDays, ltr: d.ltr, createdAt: d.createdAt })),
+      limits: this.config.limits,
+      backup: { ...this.config.backup, keyFile: this.config.backup.keyFile === undefined ? undefined : '(set)' },
+    };
+    try {
+      await this.shipper.putImmutable(configKey(this.config.name, Date.now()), Buffer.from(JSON.stringify(snapshot, null, 2)));
+    } catch (e) {
+      this.configDirty = true;
+      throw e;
+    }
+  }
+
+  async restorePointsOf(dbId: string): Promise<RestorePoints> {
+    return restorePoints(await readHistory(this.vault, dbId));
+  }
+
+  status(t: { dbId: string; txid: number }): BackupStatus {
+    const st = this.shipper.state(t.dbId);
+    const shipped = st?.shippedTxid ?? 0;
+    const geo = this.copier?.status().get(`databases/${t.dbId}`);
+    const lastGeo = parseBatchKey(geo?.lastByKind.records ?? '');
+    const unshipped = Math.max(0, t.txid - shipped);
+    return {
+      vault: this.vault.name,
+      shippedTxid: shipped,
+      unshippedRecords: unshipped,
+      lastShippedCommitTime: st !== undefined && st.shippedCommitTime > 0 ? new Date(st.shippedCommitTime).toISOString() : null,
+      estimatedDataLossSeconds: unshipped > 0 && st !== undefined ? Math.max(0, (Date.now() - st.shippedAt) / 1000) : 0,
+      geo:
+        this.copier === undefined
+          ? null
+          : {
+              vault: this.pairedRawVault!.name,
+              lastCopiedKey: geo?.lastKey ?? null,
+              lastCopiedAt: geo !== undefined && geo.lastCopiedAt > 0 ? new Date(geo.lastCopiedAt).toISOString() : null,
+              pending: geo?.pending ?? 0,
+              copiedTxid: lastGeo?.last ?? 0,
+            },
+      failures: st?.failures ?? 0,
+      halted: st?.halted ?? null,
+    };
+  }
+
+  /** Databases whose backups this region's vault holds although they live elsewhere (geo copies). */
+  async recoverableDatabases(): Promise<Array<DatabaseDescriptor & { restorePoints: RestorePoints; estimatedDataLossSeconds: number | null }>> {
+    const out = [];
+    const seen = new Set<string>();
+    for await (const o of this.vault.list('databases/')) {
+      const dbId = o.key.split('/')[1]!;
+      if (seen.has(dbId)) continue;
+      seen.add(dbId);
+      const d = await readDescriptor(this.vault, dbId);
+      if (d === undefined || d.region === this.config.region) continue;
+      const points = await this.restorePointsOf(dbId);
+      out.push({ ...d, restorePoints: points, estimatedDataLossSeconds: points.latest === undefined ? null : Math.max(0, (Date.now() - points.latest.time) / 1000) });
+    }
+    return out;
+  }
+
+  /** Long-term backups of a database in this vault. */
+  async longTermBackups(dbId: string): Promise<Array<{ txid: number; time: string; kind: string; key: string }>> {
+    const h = await readHistory(this.vault, dbId);
+    return h.ltr.map((s) => ({ txid: s.txid, time: new Date(s.time).toISOString(), kind: s.ltr === 'W' ? 'weekly' : s.ltr === 'M' ? 'monthly' : 'yearly', key: s.key }));
+  }
+
+  /**
+   * Restore operation: builds the database from the vault into a scratch file, verifies
+   * it (checksum of the TXID it ends on, integrity_check), then adopts it as a new primary
+   * under the requested name. Idempotent: a resumed run starts the download again.
+   */
+  async runRestore(ctx: OperationContext, finish: (file: string, result: Record<string, unknown>) => Promise<Record<string, unknown>>): Promise<Record<string, unknown>> {
+    const p = ctx.op.params as { sourceDbId: string; target: { txid?: number; time?: number } | 'latest'; useLtr?: boolean };
+    const scratch = path.join(this.config.dataDir, 'restoring');
+    fs.mkdirSync(scratch, { recursive: true });
+    const out = path.join(scratch, `${ctx.op.id}.sqlite`);
+    for (const f of [out, `${out}.restoring`]) fs.rmSync(f, { force: true });
+    const target: VaultTarget = p.target === 'latest' ? 'latest' : p.target.txid !== undefined ? { txid: p.target.txid } : { time: p.target.time! };
+    const r = await restoreFromVault({
+      vault: this.vault,
+      dbId: p.sourceDbId,
+      target,
+      out,
+      scratchDir: scratch,
+      useLtr: p.useLtr === true,
+      signal: ctx.signal,
+      onProgress: (f) => ctx.progress(f * 90),
+    });
+    ctx.checkCancelled();
+    const summary = {
+      sourceDbId: p.sourceDbId,
+      restoredTxid: r.txid,
+      restoredTime: new Date(r.time).toISOString(),
+      checksum: checksumHex(r.checksum),
+      snapshot: r.snapshotKey,
+      batchesRead: r.batchesRead,
+    };
+    try {
+      return await finish(out, summary);
+    } finally {
+      fs.rmSync(out, { force: true });
+    }
+  }
+
+  /**
+   * Retention: for each database, keep the newest snapshot older than the window (the
+   * base every restore point in the window needs) and everything after it; delete what
+   * is older. Long-term copies are taken from new snapshots by policy and expire by it.
+   */
+  async applyRetention(now = Date.now()): Promise<{ deleted: number; ltrTaken: number }> {
+    let deleted = 0;
+    let ltrTaken = 0;
+    const targets: Array<{ dbId: string; retentionDays: number; ltr: LtrPolicy | null; droppedAt?: number }> = [
+      ...this.store.listDatabases().map((d) => ({ dbId: d.dbId, retentionDays: d.retentionDays, ltr: d.ltr })),
+      ...this.store.listDropped().map((d) => ({ dbId: d.dbId, retentionDays: d.retentionDays, ltr: null, droppedAt: d.droppedAt })),
+    ];
+    for (const t of targets) {
+      if (t.dbId === '') continue;
+      const h = await readHistory(this.vault, t.dbId);
+      const windowStart = now - t.retentionDays * 86_400_000;
+      if (t.droppedAt !== undefined && t.droppedAt + t.retentionDays * 86_400_000 < now) {
+        // A dropped database past its retention: its short-term backups go.
+        for (const s of h.snapshots) deleted += await this.del(s.key);
+        for (const b of h.batches) deleted += await this.del(b.key);
+        continue;
+      }
+      if (t.ltr !== null) ltrTaken += await this.takeLongTerm(t.dbId, h.snapshots, h.ltr, t.ltr, now);
+      const base = [...h.snapshots].reverse().find((s) => s.time <= windowStart);
+      if (base !== undefined) {
+        for (const s of h.snapshots) if (s.txid < base.txid) deleted += await this.del(s.key);
+        for (const b of h.batches) if (b.last <= base.txid) deleted += await this.del(b.key);
+      }
+      if (t.ltr !== null) {
+        for (const s of h.ltr) {
+          const keep = s.ltr === 'W' ? t.ltr.weekly : s.ltr === 'M' ? t.ltr.monthly : t.ltr.yearly;
+          if (keep === null || s.time + durationMs(keep) < now) deleted += await this.del(s.key);
+        }
+      }
+    }
+    return { deleted, ltrTaken };
+  }
+
+  private async del(key: string): Promise<number> {
+    await this.vault.delete(key);
+    // Retention deletes on both sides: the copier never propagates deletes.
+    await this.pairedRawVault?.delete(key).catch(() => undefined);
+    return 1;
+  }
+
+  private async takeLongTerm(dbId: string, snapshots: Array<{ key: string; txid: number; time: number }>, ltr: Array<{ time: number; ltr?: 'W' | 'M' | 'Y' }>, policy: LtrPolicy, now: number): Promise<number> {
+    const newest = snapshots[snapshots.length - 1];
+    if (newest === undefined) return 0;
+    let taken = 0;
+    const last = (kind: 'W' | 'M' | 'Y'): number => Math.max(0, ...ltr.filter((l) => l.ltr === kind).map((l) => l.time));
+    const plan: Array<['W' | 'M' | 'Y', boolean]> = [
+      ['W', policy.weekly !== null && now - last('W') >= 7 * 86_400_000],
+      ['M', policy.monthly !== null && now - last('M') >= 28 * 86_400_000],
+      ['Y', policy.yearly !== null && weekOfYear(new Date(now)) === policy.weekOfYear && now - last('Y') >= 300 * 86_400_000],
+    ];
+    for (const [kind, due] of plan) {
+      if (!due) continue;
+      const bytes = await this.vault.get(newest.key);
+      await this.shipper.putImmutable(ltrKey(dbId, newest.txid, newest.time, kind), bytes);
+      taken++;
+    }
+    return taken;
+  }
+}
+
+/** ISO-8601 durations of the forms PnD, PnW, PnM, PnY (what retention policies use). */
+export function durationMs(iso: string): number {
+  const m = /^P(\d+)([DWMY])$/.exec(iso);
+  if (m === null) throw new GeodrError('INVALID_ARGUMENT', `retention ${JSON.stringify(iso)} must be an ISO-8601 duration like P12W, P6M or P10Y`);
+  const n = Number(m[1]);
+  const day = 86_400_000;
+  return n * (m[2] === 'D' ? day : m[2] === 'W' ? 7 * day : m[2] === 'M' ? 30 * day : 365 * day);
+}
+
+export function weekOfYear(d: Date): number {
+  const t = new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()));
+  const day = t.getUTCDay() || 7;
+  t.setUTCDate(t.getUTCDate() + 4 - day);
+  const yearStart = new Date(Date.UTC(t.getUTCFullYear(), 0, 1));
+  return Math.ceil(((t.getTime() - yearStart.getTime()) / 86_400_000 + 1) / 7);
+}
+
