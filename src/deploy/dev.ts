@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GeodrError } from '../errors.js';
 import { sha256Hex } from '../server/auth.js';
-import type { Deployment, ServerSpec } from './deployment.js';
+import type { Deployment, RegionSpec, ServerSpec } from './deployment.js';
 
 export const SERVER_MAIN = fileURLToPath(new URL('../server/main.js', import.meta.url));
 export const DEFAULT_STATE_DIR = '.geodr-dev';
@@ -75,6 +75,11 @@ function isOurServer(pid: number): boolean {
   }
 }
 
+/** fs vault paths in a deployment are relative to the dev state directory unless absolute. */
+function resolveVault(v: RegionSpec['vault'], stateDir: string): RegionSpec['vault'] {
+  return v.type === 'fs' ? { type: 'fs', path: path.resolve(stateDir, v.path) } : v;
+}
+
 function urlOf(s: ServerSpec): string {
   return `http://${s.address}`;
 }
@@ -123,9 +128,13 @@ export async function devUp(deployment: Deployment, opts: { stateDir?: string; t
       }
       fs.mkdirSync(dir, { recursive: true });
       const [host, port] = [spec.address.slice(0, spec.address.lastIndexOf(':')), Number(spec.address.slice(spec.address.lastIndexOf(':') + 1))];
+      const paired = deployment.regions.find((r) => r.name === region.pairedRegion)!;
       const config = {
         name: spec.name,
         region: region.name,
+        pairedRegion: region.pairedRegion,
+        vault: resolveVault(region.vault, stateDir),
+        pairedVault: resolveVault(paired.vault, stateDir),
         host,
         port,
         dataDir: path.join(dir, 'data'),

@@ -141,6 +141,37 @@ test('retention policies are validated and stored', async () => {
   assert.equal((await waitOp(ce, restored.body.id)).state, 'Succeeded');
 });
 
+test('a restore point across databases restores them as a set; backups are restore-tested', async () => {
+  for (const n of ['catalog', 'ten-a', 'ten-b']) {
+    await ce('PUT', `/v1/databases/${n}`, {});
+    await sql(ce, n, 'create table t(v)');
+    await sql(ce, n, "insert into t values ('before')");
+  }
+  let r = await ce('POST', '/v1/restorePoints', { name: 'release-1', databases: ['catalog', 'ten-a', 'ten-b'] });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  const point = r.body;
+  assert.equal(point.databases.length, 3);
+  for (const n of ['catalog', 'ten-a', 'ten-b']) await sql(ce, n, "insert into t values ('after')");
+  for (const d of point.databases) await shipped(ce, d.name, d.txid);
+  assert.equal((await ce('POST', '/v1/restorePoints', { name: 'bad/name', databases: ['catalog'] })).status, 400);
+  assert.equal((await ce('POST', '/v1/restorePoints', { name: 'x', databases: ['missing'] })).body.error.code, 'NOT_FOUND');
+  assert.ok((await ce('GET', '/v1/restorePoints')).body.value.some((p: { name: string }) => p.name === 'release-1'));
+  r = await ce('POST', '/v1/restorePoints/release-1/restore', { suffix: '-r1' });
+  assert.equal(r.status, 202);
+  for (const op of r.body.value) assert.equal((await waitOp(ce, op.id)).state, 'Succeeded');
+  for (const n of ['catalog', 'ten-a', 'ten-b']) assert.deepEqual((await sql(ce, `${n}-r1`, 'select v from t')).rows, [['before']], n);
+
+  r = await ce('POST', '/v1/databases/catalog/verifyBackup');
+  const op = await waitOp(ce, r.body.id);
+  assert.equal(op.state, 'Succeeded', JSON.stringify(op.error));
+  const db = (await ce('GET', '/v1/databases/catalog')).body;
+  assert.equal(db.lastVerifiedRestore.error, null);
+  assert.ok(db.lastVerifiedRestore.txid >= 2);
+  const m = (await ce('GET', '/metrics')).body as string;
+  assert.match(m, /geodr_backup_last_verified_restore_seconds\{[^}]*database="catalog"/);
+  assert.match(m, /geodr_backup_shipped_txid\{/);
+});
+
 test('geo-restore: with the first region gone, the paired region restores from its copy within the estimated loss', async () => {
   await ce('PUT', '/v1/databases/tenant-geo', {});
   await sql(ce, 'tenant-geo', 'create table t(k integer primary key)');

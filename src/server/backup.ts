@@ -16,7 +16,7 @@ import { CodecVault } from '../vault/codec.js';
 import { FsVault } from '../vault/fs.js';
 import { GeoCopier } from '../vault/geo.js';
 import { loadKeyring } from '../vault/keys.js';
-import { configKey, ltrKey, parseBatchKey, type DatabaseDescriptor } from '../vault/layout.js';
+import { configKey, ltrKey, restorePointKey, parseBatchKey, type DatabaseDescriptor } from '../vault/layout.js';
 import { readDescriptor, readHistory, restoreFromVault, restorePoints, type RestorePoints, type VaultTarget } from '../vault/restore.js';
 import { Shipper } from '../vault/shipper.js';
 import type { Vault } from '../vault/vault.js';
@@ -31,6 +31,14 @@ export async function openRawVault(spec: VaultSpec): Promise<Vault> {
     return new FsVault(spec.path);
   }
   return AzureVault.open({ connectionString: spec.connectionString, container: spec.container, createContainer: true });
+}
+
+export interface RestorePointRecord {
+  format: 1;
+  name: string;
+  takenAt: string;
+  server: string;
+  databases: Array<{ name: string; dbId: string; txid: number }>;
 }
 
 export interface BackupStatus {
@@ -52,6 +60,7 @@ export class BackupService {
   private copier: GeoCopier | undefined;
   private timer: NodeJS.Timeout | undefined;
   private retentionTimer: NodeJS.Timeout | undefined;
+  private verifyTimer: NodeJS.Timeout | undefined;
   private readonly catchUp = new Set<string>();
   private ticking = false;
   private configDirty = true;
@@ -95,6 +104,10 @@ export class BackupService {
     this.timer.unref();
     this.retentionTimer = setInterval(() => void this.applyRetention().catch((e: unknown) => this.logger.warn({ err: e }, 'retention pass failed')), this.config.backup.retentionEveryMs);
     this.retentionTimer.unref();
+    if (this.config.backup.verifyEveryMs > 0) {
+      this.verifyTimer = setInterval(() => void this.verifyNext().catch((e: unknown) => this.logger.warn({ err: e }, 'backup verification failed to run')), this.config.backup.verifyEveryMs);
+      this.verifyTimer.unref();
+    }
   }
 
   /** True while the database must stay open: its durable records are not all in the vault. */
@@ -162,6 +175,7 @@ export class BackupService {
   async stop(): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer);
     if (this.retentionTimer !== undefined) clearInterval(this.retentionTimer);
+    if (this.verifyTimer !== undefined) clearInterval(this.verifyTimer);
     await this.flush(5000);
     await this.copier?.stop();
   }
@@ -302,6 +316,83 @@ export class BackupService {
     } finally {
       fs.rmSync(out, { force: true });
     }
+  }
+
+  /**
+   * Backup verification: restores the latest backup of one database (the one untested
+   * longest) into scratch space — which checks every record's checksum, the final one and
+   * integrity_check — and records the outcome on the database.
+   */
+  async verifyNext(): Promise<{ database: string; txid: number; error: string | null } | undefined> {
+    const candidates = this.store.listDatabases().filter((d) => d.dbId !== '' && d.shippedTxid > 0);
+    candidates.sort((a, b) => a.verifiedAt - b.verifiedAt);
+    const d = candidates[0];
+    if (d === undefined) return undefined;
+    return this.verifyDatabaseBackup(d);
+  }
+
+  async verifyDatabaseBackup(d: DatabaseRecord, signal?: AbortSignal, onProgress?: (f: number) => void): Promise<{ database: string; txid: number; error: string | null }> {
+    const scratch = path.join(this.config.dataDir, 'restoring');
+    fs.mkdirSync(scratch, { recursive: true });
+    const out = path.join(scratch, `verify-${d.dbId}-${Date.now()}.sqlite`);
+    let txid = 0;
+    let error: string | null = null;
+    try {
+      const r = await restoreFromVault({ vault: this.vault, dbId: d.dbId, target: 'latest', out, scratchDir: scratch, signal, onProgress });
+      txid = r.txid;
+    } catch (e) {
+      if (isGeodrError(e, 'CANCELLED') || isGeodrError(e, 'UNAVAILABLE')) throw e;
+      error = e instanceof Error ? e.message : String(e);
+      this.logger.error({ err: e, database: d.name }, 'backup verification failed: the latest backup does not restore');
+    } finally {
+      fs.rmSync(out, { force: true });
+    }
+    this.store.setVerified(d.name, Date.now(), txid, error);
+    return { database: d.name, txid, error };
+  }
+
+  /**
+   * A named restore point across several databases, taken at one instant: the TXIDs are
+   * read in one synchronous step, so no write lands between two of them, and written to
+   * the vault. Restoring the set brings every database back to its TXID.
+   */
+  async createRestorePoint(name: string, databases: string[]): Promise<RestorePointRecord> {
+    const recs = databases.map((n) => {
+      const r = this.store.getDatabase(n);
+      if (r === undefined) throw new GeodrError('NOT_FOUND', `database ${JSON.stringify(n)} does not exist`, { database: n });
+      return r;
+    });
+    // Leases first (opening can throw); then one synchronous pass reads every TXID.
+    const tenants = recs.map((r) => this.host.acquire(r.name));
+    let point: RestorePointRecord;
+    try {
+      const takenAt = Date.now();
+      point = { format: 1, name, takenAt: new Date(takenAt).toISOString(), server: this.config.name, databases: tenants.map((t) => ({ name: t.name, dbId: t.db.dbId, txid: t.db.txid })) };
+      await Promise.all(tenants.map((t) => t.db.waitDurable()));
+    } finally {
+      for (const t of tenants) this.host.release(t);
+    }
+    await this.shipper.putImmutable(restorePointKey(name, Date.parse(point.takenAt)), Buffer.from(JSON.stringify(point, null, 2)));
+    return point;
+  }
+
+  async listRestorePoints(): Promise<RestorePointRecord[]> {
+    const out: RestorePointRecord[] = [];
+    for await (const o of this.vault.list('restorepoints/')) {
+      try {
+        out.push(JSON.parse((await this.vault.get(o.key)).toString('utf8')) as RestorePointRecord);
+      } catch (e) {
+        throw new GeodrError('VAULT_CORRUPT', 'a restore point is not valid JSON', { object: o.key }, { cause: e });
+      }
+    }
+    return out;
+  }
+
+  async getRestorePoint(name: string): Promise<RestorePointRecord> {
+    let last: string | undefined;
+    for await (const o of this.vault.list(`restorepoints/${name}/`)) last = o.key;
+    if (last === undefined) throw new GeodrError('NOT_FOUND', `restore point ${JSON.stringify(name)} does not exist`);
+    return JSON.parse((await this.vault.get(last)).toString('utf8')) as RestorePointRecord;
   }
 
   /**

@@ -68,6 +68,8 @@ const BackupSchema = z.strictObject({
   retentionEveryMs: z.number().int().min(1000).default(3600_000),
   /** brotli (quality 5) by measurement: see src/vault/codec.ts. */
   compression: z.enum(['none', 'gzip', 'brotli', 'deflate']).default('brotli'),
+  /** Restore-test one database (the longest untested) this often; 0 = never. */
+  verifyEveryMs: z.number().int().min(0).default(3600_000),
   /** JSON key file for client-side encryption ({"active", "keys": {id: base64}}); or GEODR_VAULT_KEY. */
   keyFile: z.string().min(1).optional(),
 });

@@ -387,6 +387,64 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       })),
     };
   });
+  app.post<{ Params: { db: string } }>(
+    '/v1/databases/:db/verifyBackup',
+    { schema: { summary: 'Start an operation that restores the latest backup into scratch space and verifies it.', tags: ['backup'], params: dbParams } },
+    async (req, reply) => {
+      admin(req);
+      return accepted(reply, service.verifyBackup(req.params.db));
+    },
+  );
+  app.get('/v1/restorePoints', { schema: { summary: 'Named restore points across several databases.', tags: ['backup'] } }, async (req) => {
+    admin(req);
+    return { value: await backup().listRestorePoints() };
+  });
+  app.post<{ Body: { name: string; databases: string[] } }>(
+    '/v1/restorePoints',
+    {
+      schema: {
+        summary: 'Take a restore point: the TXIDs of several databases at one instant (e.g. a catalog and its tenants).',
+        tags: ['backup'],
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['name', 'databases'],
+          properties: { name: NAME, databases: { type: 'array', minItems: 1, maxItems: 10_000, uniqueItems: true, items: NAME } },
+        },
+      },
+    },
+    async (req, reply) => {
+      admin(req);
+      validateName('restore point', req.body.name);
+      for (const d of req.body.databases) validateName('database', d);
+      return reply.status(201).send(await backup().createRestorePoint(req.body.name, req.body.databases));
+    },
+  );
+  app.get<{ Params: { name: string } }>(
+    '/v1/restorePoints/:name',
+    { schema: { summary: 'One restore point.', tags: ['backup'], params: { type: 'object', properties: { name: NAME }, required: ['name'] } } },
+    async (req) => {
+      admin(req);
+      validateName('restore point', req.params.name);
+      return backup().getRestorePoint(req.params.name);
+    },
+  );
+  app.post<{ Params: { name: string }; Body: { suffix?: string; elasticPoolName?: string } }>(
+    '/v1/restorePoints/:name/restore',
+    {
+      schema: {
+        summary: 'Restore every database of a restore point to its TXID, as <name><suffix> (one operation each).',
+        tags: ['backup'],
+        params: { type: 'object', properties: { name: NAME }, required: ['name'] },
+        body: { type: 'object', additionalProperties: false, properties: { suffix: { type: 'string', minLength: 1, maxLength: 40 }, elasticPoolName: NAME } },
+      },
+    },
+    async (req, reply) => {
+      admin(req);
+      const ops = await service.restoreRestorePoint(req.params.name, req.body?.suffix ?? '-restored', req.body?.elasticPoolName);
+      return reply.status(202).send({ value: ops.map(opView) });
+    },
+  );
   app.post('/v1/backup/retention', { schema: { summary: 'Run the retention job now (it also runs on a schedule).', tags: ['backup'] } }, async (req) => {
     admin(req);
     return backup().applyRetention();

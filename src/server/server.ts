@@ -79,6 +79,7 @@ export class GeodrServer {
         () => host,
         () => store,
         { server: config.name, region: config.region },
+        () => backupRef.current,
       );
       const server: { current?: GeodrServer } = {};
       const app = await buildApp({

@@ -25,6 +25,8 @@ export interface CreateOptions {
   sourceDatabaseId?: string | undefined;
   restorePointInTime?: string | undefined;
   restorePointTxid?: number | undefined;
+  /** Internal: a PointInTimeRestore that names its source by database id (restore points). */
+  bySourceId?: boolean;
 }
 
 export interface PoolSettings {
@@ -51,6 +53,8 @@ export interface DatabaseView {
   epoch: number;
   lastWriteTime: string | null;
   retentionDays: number;
+  /** The last scheduled restore test of this database's backups. */
+  lastVerifiedRestore: { time: string; txid: number; error: string | null } | null;
 }
 
 export interface PoolView extends PoolRecord {
@@ -70,6 +74,12 @@ export class ServerService {
     readonly operations: OperationManager,
   ) {
     operations.register('restoreDatabase', async (ctx) => this.runRestoreOp(ctx));
+    operations.register('verifyBackup', async (ctx) => {
+      const rec = this.requireDatabase(ctx.op.database!);
+      const r = await this.backup!.verifyDatabaseBackup(rec, ctx.signal, (f) => ctx.progress(f * 95));
+      if (r.error !== null) throw new GeodrError('INTEGRITY_CHECK_FAILED', `the latest backup does not restore: ${r.error}`, { database: rec.name });
+      return { database: rec.name, restoredTxid: r.txid };
+    });
     operations.register('verifyDatabase', async (ctx) => this.runVerify(ctx.op, (p) => ctx.progress(p), () => ctx.checkCancelled()));
   }
 
@@ -206,6 +216,9 @@ export class ServerService {
       shippedTxid: 0,
       retentionDays: this.defaultRetentionDays,
       ltr: null,
+      verifiedAt: 0,
+      verifiedTxid: 0,
+      verifiedError: null,
     };
     // Files first, then the record: a crash in between leaves an unreferenced directory,
     // never a record without files.
@@ -231,7 +244,9 @@ export class ServerService {
     const pool = this.requirePool(opts.pool);
     this.checkRoom(pool, 0);
     let sourceDbId: string;
-    if (mode === 'PointInTimeRestore') {
+    if (mode === 'PointInTimeRestore' && opts.bySourceId === true) {
+      sourceDbId = opts.sourceDatabaseId!;
+    } else if (mode === 'PointInTimeRestore') {
       if (opts.sourceDatabaseName === undefined) throw new GeodrError('INVALID_ARGUMENT', 'PointInTimeRestore needs sourceDatabaseName', { database: name });
       sourceDbId = this.requireDatabase(opts.sourceDatabaseName).dbId;
     } else {
@@ -287,6 +302,9 @@ export class ServerService {
         shippedTxid: 0,
         retentionDays: this.defaultRetentionDays,
         ltr: null,
+        verifiedAt: 0,
+        verifiedTxid: 0,
+        verifiedError: null,
       };
       rec.dbId = this.host.adoptFile(rec, file);
       this.store.insertDatabase(rec);
@@ -387,6 +405,27 @@ export class ServerService {
     return ltr;
   }
 
+  verifyBackup(name: string): OperationRecord {
+    const rec = this.requireDatabase(name);
+    if (this.backup === undefined) throw new GeodrError('UNSUPPORTED', 'this server has no backup vault', { database: name });
+    return this.operations.submit({ kind: 'verifyBackup', database: name, pool: rec.pool });
+  }
+
+  /** Restores every database of a restore point to its TXID, as `<name><suffix>`. */
+  async restoreRestorePoint(pointName: string, suffix: string, pool: string | undefined): Promise<OperationRecord[]> {
+    validateName('restore point', pointName);
+    const point = await this.backup!.getRestorePoint(pointName);
+    const plans = point.databases.map((d) => {
+      const target = `${d.name}${suffix}`;
+      validateName('database', target);
+      if (this.store.getDatabase(target) !== undefined) throw new GeodrError('CONFLICT', `database ${target} already exists`, { database: target });
+      return { d, target };
+    });
+    return plans.map(({ d, target }) =>
+      this.submitRestore(target, 'PointInTimeRestore', { pool: pool ?? this.store.getDatabase(d.name)?.pool ?? 'default', sourceDatabaseId: d.dbId, restorePointTxid: d.txid, bySourceId: true }),
+    );
+  }
+
   verifyDatabase(name: string): OperationRecord {
     const rec = this.requireDatabase(name);
     return this.operations.submit({ kind: 'verifyDatabase', database: name, pool: rec.pool });
@@ -429,6 +468,7 @@ export class ServerService {
       epoch: live.epoch,
       lastWriteTime: live.lastWriteTime > 0 ? new Date(live.lastWriteTime).toISOString() : null,
       retentionDays: d.retentionDays,
+      lastVerifiedRestore: d.verifiedAt > 0 ? { time: new Date(d.verifiedAt).toISOString(), txid: d.verifiedTxid, error: d.verifiedError } : null,
     };
   }
 }

@@ -40,6 +40,10 @@ export interface DatabaseRecord {
   retentionDays: number;
   /** Long-term retention policy (ISO-8601 durations), or null. */
   ltr: LtrPolicy | null;
+  /** Last scheduled restore test: when, to which TXID, and its error if it failed. */
+  verifiedAt: number;
+  verifiedTxid: number;
+  verifiedError: string | null;
 }
 
 export interface LtrPolicy {
@@ -107,6 +111,9 @@ const ADDED_COLUMNS: Array<[string, string, string]> = [
   ['databases', 'shipped_txid', 'integer not null default 0'],
   ['databases', 'retention_days', 'integer not null default 7'],
   ['databases', 'ltr', 'text'],
+  ['databases', 'verified_at', 'integer not null default 0'],
+  ['databases', 'verified_txid', 'integer not null default 0'],
+  ['databases', 'verified_error', 'text'],
   ['dropped_databases', 'db_id', "text not null default ''"],
   ['dropped_databases', 'retention_days', 'integer not null default 7'],
 ];
@@ -196,6 +203,10 @@ export class MetaStore {
     this.db
       .prepare('update databases set size_bytes = @sizeBytes, txid = @txid, checksum = @checksum, epoch = @epoch, last_write_time = @lastWriteTime where name = @name')
       .run({ ...s, name });
+  }
+
+  setVerified(name: string, at: number, txid: number, error: string | null): void {
+    this.db.prepare('update databases set verified_at = ?, verified_txid = ?, verified_error = ? where name = ?').run(at, txid, error, name);
   }
 
   setShippedTxid(name: string, txid: number): void {
@@ -318,6 +329,9 @@ function toDatabase(r: Row): DatabaseRecord {
     shippedTxid: Number(r.shipped_txid),
     retentionDays: Number(r.retention_days),
     ltr: r.ltr === null || r.ltr === undefined ? null : (JSON.parse(r.ltr as string) as LtrPolicy),
+    verifiedAt: Number(r.verified_at ?? 0),
+    verifiedTxid: Number(r.verified_txid ?? 0),
+    verifiedError: (r.verified_error as string | null | undefined) ?? null,
   };
 }
 
