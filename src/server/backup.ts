@@ -18,6 +18,7 @@ import { GeoCopier } from '../vault/geo.js';
 import { loadKeyring } from '../vault/keys.js';
 import { configKey, ltrKey, restorePointKey, parseBatchKey, type DatabaseDescriptor } from '../vault/layout.js';
 import { readDescriptor, readHistory, restoreFromVault, restorePoints, type RestorePoints, type VaultTarget } from '../vault/restore.js';
+import { planRetention } from '../vault/retention.js';
 import { Shipper } from '../vault/shipper.js';
 import type { Vault } from '../vault/vault.js';
 import type { ServerConfig, VaultSpec } from './config.js';
@@ -418,11 +419,7 @@ export class BackupService {
         continue;
       }
       if (t.ltr !== null) ltrTaken += await this.takeLongTerm(t.dbId, h.snapshots, h.ltr, t.ltr, now);
-      const base = [...h.snapshots].reverse().find((s) => s.time <= windowStart);
-      if (base !== undefined) {
-        for (const s of h.snapshots) if (s.txid < base.txid) deleted += await this.del(s.key);
-        for (const b of h.batches) if (b.last <= base.txid) deleted += await this.del(b.key);
-      }
+      for (const key of planRetention(h, windowStart)) deleted += await this.del(key);
       if (t.ltr !== null) {
         for (const s of h.ltr) {
           const keep = s.ltr === 'W' ? t.ltr.weekly : s.ltr === 'M' ? t.ltr.monthly : t.ltr.yearly;

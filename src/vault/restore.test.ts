@@ -13,6 +13,7 @@ import { CodecVault } from './codec.js';
 import { FaultVault } from './fault.js';
 import { FsVault } from './fs.js';
 import { readHistory, restoreFromVault, restorePoints } from './restore.js';
+import { planRetention } from './retention.js';
 import { Shipper } from './shipper.js';
 import type { Vault } from './vault.js';
 
@@ -183,4 +184,35 @@ test('shipping survives a failing vault: nothing is lost, it catches up, and a r
   assert.equal(r.txid, txid);
   assert.equal(restoredHash(out), expected);
   db.close();
+});
+
+test('retention keeps every point of the window restorable and deletes only what is older', async (t) => {
+  const { dir, cleanup } = tempDir();
+  t.after(cleanup);
+  const rand = prng(77);
+  const clock = { now: 1_700_000_000_000 };
+  const vault = new FsVault(path.join(dir, 'vault'));
+  const shipper = new Shipper({ vault, snapshotEveryRecords: 10, snapshotIntervalMs: 0, clock: () => clock.now, maxBatchBytes: 8000 });
+  const db = PrimaryDatabase.open({ file: path.join(dir, 'db.sqlite'), durability: 'group', clock: () => clock.now });
+  const seen = await workload(db, shipper, rand, 150, clock);
+  db.close();
+  for (const fraction of [0.2, 0.5, 0.8]) {
+    const windowStart = seen[0]!.time + Math.floor((clock.now - seen[0]!.time) * fraction);
+    const before = await readHistory(vault, db.dbId);
+    for (const key of planRetention(before, windowStart)) await vault.delete(key);
+    const after = await readHistory(vault, db.dbId);
+    assert.ok(after.batches.length < before.batches.length || fraction === 0.2, 'something old was deleted');
+    const points = restorePoints(after);
+    assert.ok(points.earliest!.time <= windowStart, 'the window is still covered from its start');
+    assert.equal(points.gap, undefined);
+    // Every TXID committed inside the window restores to exactly its content.
+    const inWindow = seen.filter((s) => s.time >= windowStart);
+    for (const s of [inWindow[0]!, ...inWindow.filter(() => rand() < 0.15), inWindow[inWindow.length - 1]!]) {
+      const out = path.join(dir, `ret-${s.txid}-${fraction}.sqlite`);
+      const r = await restoreFromVault({ vault, dbId: db.dbId, target: { txid: s.txid }, out, scratchDir: dir });
+      assert.equal(r.txid, s.txid);
+      assert.equal(restoredHash(out), s.hash);
+      fs.rmSync(out);
+    }
+  }
 });
