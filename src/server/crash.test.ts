@@ -67,6 +67,14 @@ test('kill -9 under load loses no acknowledged write and exposes no partial one'
         let op = v.body;
         while (op.state === 'Pending' || op.state === 'InProgress') op = (await call('GET', `/v1/operations/${op.id}`)).body;
         assert.equal(op.state, 'Succeeded', `seed ${seed}: ${JSON.stringify(op.error)}`);
+        // Shipping resumes after the kill: the vault catches up with every durable record.
+        const txid = (await call('GET', `/v1/databases/${db}`)).body.txid as number;
+        let latest = -1;
+        for (let i = 0; i < 300 && latest < txid; i++) {
+          latest = (await call('GET', `/v1/databases/${db}/restorePoints`)).body.latest?.txid ?? -1;
+          if (latest < txid) await new Promise((r) => setTimeout(r, 50));
+        }
+        assert.equal(latest, txid, `seed ${seed}: the vault caught up with ${db}`);
       }
       assert.ok([...acknowledged.values()].every((s) => s.size > 0), 'the load really ran');
     }
