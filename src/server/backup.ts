@@ -311,6 +311,8 @@ export class BackupService {
       checksum: checksumHex(r.checksum),
       snapshot: r.snapshotKey,
       batchesRead: r.batchesRead,
+      // For geo-restores: how far the restored state lags behind now (the data loss bound).
+      restoredStateAgeSeconds: Math.max(0, (Date.now() - r.time) / 1000),
     };
     try {
       return await finish(out, summary);

@@ -246,8 +246,12 @@ export class ServerService {
     let sourceDbId: string;
     if (mode === 'PointInTimeRestore' && opts.bySourceId === true) {
       sourceDbId = opts.sourceDatabaseId!;
+    } else if (mode === 'PointInTimeRestore' && opts.sourceDatabaseName === undefined && opts.sourceDatabaseId !== undefined) {
+      // A database of another server of the region: its backups are in the shared vault.
+      sourceDbId = opts.sourceDatabaseId;
+      if (!/^[0-9a-f]{32}$/.test(sourceDbId)) throw new GeodrError('INVALID_ARGUMENT', `sourceDatabaseId ${JSON.stringify(sourceDbId)} is not a database id (32 hex digits)`, { database: name });
     } else if (mode === 'PointInTimeRestore') {
-      if (opts.sourceDatabaseName === undefined) throw new GeodrError('INVALID_ARGUMENT', 'PointInTimeRestore needs sourceDatabaseName', { database: name });
+      if (opts.sourceDatabaseName === undefined) throw new GeodrError('INVALID_ARGUMENT', 'PointInTimeRestore needs sourceDatabaseName (a database of this server) or sourceDatabaseId (any database in the region vault)', { database: name });
       sourceDbId = this.requireDatabase(opts.sourceDatabaseName).dbId;
     } else {
       if (opts.sourceDatabaseId === undefined) throw new GeodrError('INVALID_ARGUMENT', `${mode} needs sourceDatabaseId (from restorableDroppedDatabases, recoverableDatabases or longTermRetentionBackups)`, { database: name });
