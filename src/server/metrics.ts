@@ -84,6 +84,22 @@ export class ServerMetrics {
       },
     });
     new Gauge({
+      name: 'geodr_backup_alarm',
+      help: 'Open databases whose vault shipping is failing (retrying with backoff) or halted: alert on > 0.',
+      registers: [this.registry],
+      collect() {
+        const b = backup();
+        let n = 0;
+        if (b !== undefined) {
+          for (const t of host().openTenants()) {
+            const st = b.status({ dbId: t.db.dbId, txid: t.db.txid });
+            if (st.halted !== null || (st.failures > 0 && st.unshippedRecords > 0)) n++;
+          }
+        }
+        this.set(n);
+      },
+    });
+    new Gauge({
       name: 'geodr_backup_shipped_txid',
       help: 'Last TXID of each open database in the region vault.',
       labelNames: ['database'],
