@@ -41,7 +41,8 @@ export const EXIT_CODES_HELP = `Exit codes:
   5  authentication or authorization (UNAUTHENTICATED, FORBIDDEN)
   6  unavailable, try again (server unreachable, UNAVAILABLE, BUSY,
      STATEMENT_TIMEOUT, an --timeout that ran out)
-  7  the operation failed or was cancelled (db verify, op wait)
+  7  the operation failed or was cancelled (db verify, db restore,
+     db geo-restore, op wait)
 Errors print one line on stderr: "geodr: CODE: message".`;
 
 /** Ends the command with an exit code after it already said what it had to say. */
@@ -142,6 +143,16 @@ export function parseSeconds(value: string): number {
   const n = Number(value);
   if (value.trim() === '' || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number of seconds.');
   return n;
+}
+
+/**
+ * A point in time: ISO 8601 (2026-05-01T12:00:00Z; without an offset, the local time of
+ * this machine), sent to the server as UTC ISO.
+ */
+export function parseTime(value: string): string {
+  const t = Date.parse(value);
+  if (value.trim() === '' || !Number.isFinite(t)) throw new InvalidArgumentError('expected an ISO-8601 time, e.g. 2026-05-01T12:00:00Z.');
+  return new Date(t).toISOString();
 }
 
 /** For repeatable options: collects every occurrence. */

@@ -1,11 +1,19 @@
-/** geodr db list|show|create|delete|rename|move|verify|dropped */
+/** geodr db list|show|create|delete|rename|move|verify|dropped (backup and restore subcommands: backup.ts) */
 import { Option, type Command } from 'commander';
 import type { CreateMode, Database, DroppedDatabase } from '../sdk/index.js';
+import { registerRestoreCommands } from './backup.js';
 import { clientFor, globals } from './context.js';
 import { formatBytes, formatTime, keyValues, print, printJson, table } from './format.js';
 import { showOperation, timeoutOption, waitAndShow } from './operation.js';
 
 const CREATE_MODES: CreateMode[] = ['Default', 'Copy', 'Secondary', 'PointInTimeRestore', 'Restore', 'Recovery', 'RestoreLongTermRetentionBackup'];
+
+const RESTORE_COMMANDS: Partial<Record<CreateMode, string>> = {
+  PointInTimeRestore: 'geodr db restore NAME --from DB [--time ISO | --txid N]',
+  Restore: 'geodr db restore NAME --dropped ID',
+  RestoreLongTermRetentionBackup: 'geodr db restore NAME --ltr DBID --txid N',
+  Recovery: 'geodr db geo-restore NAME --source-id DBID',
+};
 
 function showDatabase(cmd: Command, d: Database): void {
   if (globals(cmd).json === true) return printJson(d);
@@ -13,6 +21,7 @@ function showDatabase(cmd: Command, d: Database): void {
     keyValues([
       ['name', d.name],
       ['id', d.id],
+      ['db id', d.dbId],
       ['pool', d.pool],
       ['role', d.role],
       ['status', d.status],
@@ -23,6 +32,7 @@ function showDatabase(cmd: Command, d: Database): void {
       ['checksum', d.checksum === '' ? '-' : d.checksum],
       ['epoch', String(d.epoch)],
       ['last write', formatTime(d.lastWriteTime)],
+      ['retention days', String(d.retentionDays)],
     ]),
   );
 }
@@ -38,6 +48,8 @@ function showDropped(cmd: Command, d: DroppedDatabase): void {
       ['dropped', formatTime(d.droppedAt)],
       ['txid', String(d.txid)],
       ['files', d.location],
+      ['db id', d.dbId],
+      ['retention days', String(d.retentionDays)],
     ]),
   );
 }
@@ -63,8 +75,10 @@ export function registerDatabaseCommands(program: Command): void {
     .description('create an empty database')
     .argument('<name>', 'database name')
     .option('--pool <pool>', "elastic pool (default: the server's default pool)")
-    .addOption(new Option('--create-mode <mode>', 'how to create it (only Default is available yet)').choices(CREATE_MODES))
+    .addOption(new Option('--create-mode <mode>', 'how to create it: Default (empty); restores have their own commands (db restore, db geo-restore)').choices(CREATE_MODES))
     .action(async (name: string, opts: { pool?: string; createMode?: CreateMode }, cmd: Command) => {
+      const restore = opts.createMode === undefined ? undefined : RESTORE_COMMANDS[opts.createMode];
+      if (restore !== undefined) cmd.error(`--create-mode ${opts.createMode} restores from backups: use ${restore}`, { exitCode: 2, code: 'geodr.usage' });
       showDatabase(cmd, await clientFor(cmd).createDatabase(name, { pool: opts.pool, createMode: opts.createMode }));
     });
 
@@ -98,10 +112,12 @@ export function registerDatabaseCommands(program: Command): void {
     });
 
   db.command('dropped')
-    .description('list deleted databases whose files are kept')
+    .description('list deleted databases whose files are kept (restore one with geodr db restore NEW --dropped ID)')
     .action(async (_opts: object, cmd: Command) => {
       const dropped = await clientFor(cmd).listDroppedDatabases();
       if (globals(cmd).json === true) return printJson({ value: dropped });
       print(table(['NAME', 'ID', 'POOL', 'DROPPED', 'TXID', 'FILES'], dropped.map((d) => [d.name, d.id, d.pool, formatTime(d.droppedAt), String(d.txid), d.location])));
     });
+
+  registerRestoreCommands(db);
 }

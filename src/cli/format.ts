@@ -46,6 +46,16 @@ export function formatTime(t: number | string | null): string {
   return typeof t === 'number' ? new Date(t).toISOString() : t;
 }
 
+/** Seconds as the largest two units: 0.4 → "0.4 s", 75 → "1 min 15 s", 90000 → "1 d 1 h". */
+export function formatDuration(seconds: number): string {
+  if (seconds < 60) return `${Number(seconds.toFixed(seconds < 10 ? 1 : 0))} s`;
+  const s = Math.round(seconds);
+  const [d, h, m] = [Math.floor(s / 86_400), Math.floor((s % 86_400) / 3600), Math.floor((s % 3600) / 60)];
+  if (d > 0) return `${d} d ${h} h`;
+  if (h > 0) return `${h} h ${m} min`;
+  return `${m} min ${s % 60} s`;
+}
+
 /**
  * A SQL value for a table cell: NULL, integers as digits, REALs with a fraction or
  * ".0" (so REAL 2.0 and INTEGER 2 differ, as in the sqlite3 shell), BLOBs as x'hex'.

@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { VERSION } from '../version.js';
+import { registerBackupCommands } from './backup.js';
 import { CliExit, EXIT_CODES_HELP, errorLine, exitCodeFor, parseUrl, type Globals } from './context.js';
 import { registerDatabaseCommands } from './db.js';
 import { registerOperationCommands } from './operation.js';
@@ -44,6 +45,7 @@ export function buildProgram(extra?: (program: Command) => void): Command {
   registerDatabaseCommands(program);
   registerSqlCommand(program);
   registerOperationCommands(program);
+  registerBackupCommands(program);
 
   // ---------------------------------------------------------------------------
   // Extension point: more command groups register here. main.ts passes the `dev`

@@ -6,13 +6,14 @@ import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
 import fc from 'fast-check';
 import { spawnServer, type ServerProcess } from '../server/testing/spawn.js';
-import { GeodrApiError, GeodrClient, type Operation } from './index.js';
+import { GeodrApiError, GeodrClient, type Operation, type RestorePoints } from './index.js';
 
 let sp: ServerProcess;
 let admin: GeodrClient;
 
 before(async () => {
-  sp = await spawnServer({ dataScope: { databases: ['app-db'] } });
+  // Fast shipping so restore tests find their TXIDs in the vault quickly.
+  sp = await spawnServer({ dataScope: { databases: ['app-db'] }, config: { backup: { shipIntervalMs: 100, snapshotEveryRecords: 20 } } });
   admin = new GeodrClient({ url: sp.url, token: sp.adminToken });
 });
 
@@ -133,6 +134,118 @@ describe('management', () => {
     assert.equal(e.context.database, 'd');
     const cancelled = new GeodrClient({ url: 'http://geodr.invalid', fetch: () => Promise.resolve(Response.json({ ...failed, state: 'Cancelled', error: null })) });
     assert.equal((await rejectsWith(cancelled.waitForOperation('f'), 'CANCELLED')).operation?.state, 'Cancelled');
+  });
+});
+
+describe('backups and restores', () => {
+  /** Polls restorePoints until the vault holds `txid`. */
+  async function shipped(db: string, txid: number): Promise<RestorePoints> {
+    for (let i = 0; i < 200; i++) {
+      const p = await admin.restorePoints(db);
+      if (p.latest !== null && p.latest.txid >= txid) return p;
+      await delay(50);
+    }
+    assert.fail(`TXID ${txid} of ${db} never reached the vault`);
+  }
+
+  test('restorePoints, then point-in-time restore to a TXID and to a time', async () => {
+    const d = await admin.createDatabase('sdk-shop');
+    assert.equal(d.dbId.length, 32);
+    assert.equal(d.retentionDays, 7);
+    await admin.query('sdk-shop', 'create table orders (id integer primary key, item text)');
+    const marks: Array<{ txid: number; time: Date }> = [];
+    for (let i = 1; i <= 30; i++) {
+      const w = await admin.query('sdk-shop', 'insert into orders (item) values (?)', [`item-${i}`]);
+      if (i % 10 === 0) {
+        marks.push({ txid: w.txid, time: new Date() });
+        await delay(15);
+      }
+    }
+    const points = await shipped('sdk-shop', marks[2]!.txid);
+    assert.equal(points.database, 'sdk-shop');
+    assert.equal(points.dbId, d.dbId);
+    assert.equal(points.earliest?.txid, 0);
+    assert.ok(!Number.isNaN(Date.parse(points.latest!.time)));
+    assert.equal(points.backup.unshippedRecords, 0);
+    assert.equal(points.backup.shippedTxid, marks[2]!.txid);
+    assert.equal(points.backup.estimatedDataLossSeconds, 0);
+    assert.equal(points.backup.geo, null, 'no paired vault');
+
+    const op = await admin.restoreDatabase('sdk-shop-10', { mode: 'PointInTimeRestore', sourceDatabaseName: 'sdk-shop', txid: marks[0]!.txid });
+    assert.equal(op.kind, 'restoreDatabase');
+    assert.equal(op.database, 'sdk-shop-10');
+    const done = await admin.waitForOperation(op.id, { intervalMs: 50, timeoutMs: 10_000 });
+    assert.equal(done.result?.restoredTxid, marks[0]!.txid);
+    assert.deepEqual((await admin.query('sdk-shop-10', 'select count(*), max(item) from orders')).rows, [[10, 'item-9']]);
+    const restored = await admin.getDatabase('sdk-shop-10');
+    assert.equal(restored.createMode, 'PointInTimeRestore');
+    assert.notEqual(restored.dbId, d.dbId, 'a restored database has backups of its own');
+
+    const byTime = await admin.restoreDatabase('sdk-shop-20', { mode: 'PointInTimeRestore', sourceDatabaseName: 'sdk-shop', time: marks[1]!.time });
+    await admin.waitForOperation(byTime.id, { intervalMs: 50, timeoutMs: 10_000 });
+    assert.deepEqual((await admin.query('sdk-shop-20', 'select count(*) from orders')).rows, [[20]]);
+
+    // Out of range: the operation fails, and nothing is created.
+    const far = await admin.restoreDatabase('sdk-shop-far', { mode: 'PointInTimeRestore', sourceDatabaseName: 'sdk-shop', txid: 1_000_000 });
+    const e = await rejectsWith(admin.waitForOperation(far.id, { intervalMs: 50 }), 'TARGET_OUT_OF_RANGE');
+    assert.equal(e.operation?.state, 'Failed');
+    await rejectsWith(admin.getDatabase('sdk-shop-far'), 'NOT_FOUND', 404);
+
+    await rejectsWith(admin.restoreDatabase('sdk-x', { mode: 'PointInTimeRestore', sourceDatabaseName: 'sdk-shop', txid: 1, time: new Date() }), 'INVALID_ARGUMENT', 400);
+    await rejectsWith(admin.restoreDatabase('sdk-x', { mode: 'PointInTimeRestore', sourceDatabaseName: 'no-such-db' }), 'NOT_FOUND', 404);
+    await rejectsWith(admin.restoreDatabase('sdk-shop-10', { mode: 'PointInTimeRestore', sourceDatabaseName: 'sdk-shop' }), 'CONFLICT', 409);
+    await assert.rejects(admin.restoreDatabase('sdk-x', { mode: 'PointInTimeRestore', sourceDatabaseName: 'sdk-shop', time: new Date(NaN) }), RangeError);
+    await assert.rejects(admin.createDatabase('sdk-x', { createMode: 'PointInTimeRestore' }), (err: unknown) => err instanceof TypeError && /restoreDatabase/.test(err.message));
+    await assert.rejects(admin.restoreDatabase('sdk-x', { mode: 'Default' as never }), TypeError);
+  });
+
+  test('a dropped database restores by its id', async () => {
+    await admin.createDatabase('sdk-gone');
+    await admin.query('sdk-gone', 'create table a (x)');
+    const w = await admin.query('sdk-gone', "insert into a values ('keep me')");
+    await shipped('sdk-gone', w.txid);
+    const dropped = await admin.deleteDatabase('sdk-gone');
+    assert.equal(dropped.dbId.length, 32);
+    assert.equal(dropped.retentionDays, 7);
+    const listed = (await admin.listDroppedDatabases()).find((x) => x.id === dropped.id);
+    assert.equal(listed?.dbId, dropped.dbId);
+    const op = await admin.restoreDatabase('sdk-gone', { mode: 'Restore', sourceDatabaseId: dropped.id });
+    await admin.waitForOperation(op.id, { intervalMs: 50, timeoutMs: 10_000 });
+    assert.deepEqual((await admin.query('sdk-gone', 'select x from a')).rows, [['keep me']]);
+  });
+
+  test('short- and long-term retention; retention job; long-term backups and their restore', async () => {
+    await admin.createDatabase('sdk-pol');
+    assert.deepEqual(await admin.getShortTermRetention('sdk-pol'), { retentionDays: 7 });
+    assert.deepEqual(await admin.setShortTermRetention('sdk-pol', 14), { retentionDays: 14 });
+    assert.equal((await admin.getDatabase('sdk-pol')).retentionDays, 14);
+    await rejectsWith(admin.setShortTermRetention('sdk-pol', 36), 'INVALID_ARGUMENT', 400);
+    await rejectsWith(admin.setShortTermRetention('sdk-pol', 0), 'INVALID_ARGUMENT', 400);
+    assert.deepEqual(await admin.getShortTermRetention('sdk-pol'), { retentionDays: 14 }, 'a refused value changes nothing');
+
+    assert.deepEqual(await admin.getLongTermRetention('sdk-pol'), { weeklyRetention: null, monthlyRetention: null, yearlyRetention: null, weekOfYear: 1 });
+    const policy = { weeklyRetention: 'P12W', monthlyRetention: 'P12M', yearlyRetention: 'P5Y', weekOfYear: 3 };
+    assert.deepEqual(await admin.setLongTermRetention('sdk-pol', policy), policy);
+    assert.deepEqual(await admin.getLongTermRetention('sdk-pol'), policy);
+    await rejectsWith(admin.setLongTermRetention('sdk-pol', { yearlyRetention: 'P11Y' }), 'INVALID_ARGUMENT', 400);
+    await rejectsWith(admin.setLongTermRetention('sdk-pol', { weeklyRetention: '12 weeks' }), 'INVALID_ARGUMENT', 400);
+    assert.deepEqual(await admin.getLongTermRetention('sdk-pol'), policy);
+
+    const w = await admin.query('sdk-pol', 'create table a (x)');
+    await shipped('sdk-pol', w.txid);
+    const r = await admin.runRetention();
+    assert.equal(typeof r.deleted, 'number');
+    assert.ok(r.ltrTaken >= 1, JSON.stringify(r));
+    const backups = await admin.listLongTermBackups('sdk-pol');
+    const weekly = backups.find((b) => b.kind === 'weekly');
+    assert.ok(weekly !== undefined, JSON.stringify(backups));
+    const op = await admin.restoreDatabase('sdk-pol-ltr', { mode: 'RestoreLongTermRetentionBackup', sourceDatabaseId: (await admin.getDatabase('sdk-pol')).dbId, txid: weekly.txid });
+    assert.equal((await admin.waitForOperation(op.id, { intervalMs: 50, timeoutMs: 10_000 })).result?.restoredTxid, weekly.txid);
+    await rejectsWith(admin.restoreDatabase('sdk-x', { mode: 'RestoreLongTermRetentionBackup', sourceDatabaseId: (await admin.getDatabase('sdk-pol')).dbId }), 'INVALID_ARGUMENT', 400);
+
+    // {} removes the policy.
+    assert.deepEqual(await admin.setLongTermRetention('sdk-pol', {}), { weeklyRetention: null, monthlyRetention: null, yearlyRetention: null, weekOfYear: 1 });
+    assert.deepEqual(await admin.listRecoverableDatabases(), [], 'no paired region');
   });
 });
 

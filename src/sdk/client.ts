@@ -1,5 +1,22 @@
 import { GeodrApiError, errorFromResponse } from './errors.js';
-import type { CreateMode, Database, DroppedDatabase, Health, Operation, OperationState, Pool, PoolSettings, ServerInfo } from './types.js';
+import type {
+  CreateMode,
+  Database,
+  DroppedDatabase,
+  Health,
+  LongTermBackup,
+  LongTermRetentionPolicy,
+  Operation,
+  OperationState,
+  Pool,
+  PoolSettings,
+  RecoverableDatabase,
+  RestoreMode,
+  RestoreOptions,
+  RestorePoints,
+  RetentionResult,
+  ServerInfo,
+} from './types.js';
 import { decodeValue, encodeParams, type IntMode, type SqlParams, type SqlValue } from './values.js';
 
 export interface GeodrClientOptions {
@@ -107,6 +124,8 @@ export interface RequestSpec {
   body?: unknown;
   /** Part of an interactive transaction: never re-sent once it may have reached the server. */
   inTransaction?: boolean;
+  /** Whether sending it twice leaves the same state as once. Default: every method but POST. */
+  replaySafe?: boolean;
   text?: boolean;
   signal?: AbortSignal;
 }
@@ -209,12 +228,65 @@ export class GeodrClient {
     return this.send({ method: 'GET', path: dbPath(name) });
   }
 
-  /** Creates an empty database, in the server's default pool unless `pool` is given. */
-  createDatabase(name: string, opts: { pool?: string; createMode?: CreateMode } = {}): Promise<Database> {
+  /**
+   * Creates an empty database, in the server's default pool unless `pool` is given.
+   * Repeating the same call succeeds (CONFLICT only if it exists in another pool).
+   *
+   * A restore mode (`PointInTimeRestore`, `Restore`, `Recovery`,
+   * `RestoreLongTermRetentionBackup`) answers with an operation, not a database: use
+   * {@link restoreDatabase}. Passing one here rejects with a TypeError before anything
+   * is sent. `Copy` and `Secondary` reject with UNSUPPORTED (from the server).
+   */
+  async createDatabase(name: string, opts: { pool?: string; createMode?: CreateMode } = {}): Promise<Database> {
+    if (opts.createMode !== undefined && isRestoreMode(opts.createMode)) {
+      throw new TypeError(`createMode ${opts.createMode} restores from backups and answers with an operation: use restoreDatabase(${JSON.stringify(name)}, { mode: '${opts.createMode}', ... })`);
+    }
     const body: Record<string, string> = {};
     if (opts.pool !== undefined) body.elasticPoolName = opts.pool;
     if (opts.createMode !== undefined) body.createMode = opts.createMode;
     return this.send({ method: 'PUT', path: dbPath(name), body });
+  }
+
+  /**
+   * Starts an operation that creates database `name` from backups; follow it with
+   * {@link waitForOperation} (its `result` holds `restoredTxid`, `restoredTime`,
+   * `checksum`, `dbId`). The database appears only once the operation Succeeded; a
+   * failed restore creates nothing.
+   *
+   * - `PointInTimeRestore` needs `sourceDatabaseName`; without `time` or `txid` it
+   *   restores to now (the latest point in the vault).
+   * - `Restore` needs `sourceDatabaseId`: a dropped database's `id` or `dbId`
+   *   ({@link listDroppedDatabases}); default: its latest point.
+   * - `RestoreLongTermRetentionBackup` needs `sourceDatabaseId` (the database's `dbId`)
+   *   and `txid` (a {@link listLongTermBackups} entry).
+   * - `Recovery` (geo-restore) needs `sourceDatabaseId` (a {@link listRecoverableDatabases}
+   *   entry's `dbId`); default: its latest point in this region's copy.
+   *
+   * Rejects with INVALID_ARGUMENT for a missing or contradicting option (`time` and
+   * `txid` together), NOT_FOUND for an unknown source, CONFLICT when `name` exists or a
+   * restore into it is already under way; the operation fails with TARGET_OUT_OF_RANGE
+   * when the point is outside the source's restore window, LOG_GAP when the vault lacks
+   * records before it. An invalid `Date` rejects with a RangeError before sending.
+   *
+   * Not re-sent after a lost answer (a repeat would answer CONFLICT): when that
+   * happens it rejects with UNAVAILABLE, `context.details.outcomeUnknown`; look for the
+   * operation with `listOperations({ database: name })`.
+   *
+   * @example
+   * const op = await geodr.restoreDatabase('shop-before-bug', { mode: 'PointInTimeRestore', sourceDatabaseName: 'shop', time: '2026-05-01T12:00:00Z' })
+   * const done = await geodr.waitForOperation(op.id)
+   * console.log(done.result?.restoredTxid)
+   */
+  async restoreDatabase(name: string, opts: RestoreOptions): Promise<Operation> {
+    if (!isRestoreMode(opts.mode)) throw new TypeError(`mode ${JSON.stringify(opts.mode)} is not a restore mode (PointInTimeRestore, Restore, Recovery, RestoreLongTermRetentionBackup)`);
+    const body: Record<string, string | number> = { createMode: opts.mode };
+    if (opts.pool !== undefined) body.elasticPoolName = opts.pool;
+    if (opts.sourceDatabaseName !== undefined) body.sourceDatabaseName = opts.sourceDatabaseName;
+    if (opts.sourceDatabaseId !== undefined) body.sourceDatabaseId = opts.sourceDatabaseId;
+    // toISOString throws a RangeError for an invalid Date.
+    if (opts.time !== undefined) body.restorePointInTime = opts.time instanceof Date ? opts.time.toISOString() : opts.time;
+    if (opts.txid !== undefined) body.restorePointTxid = opts.txid;
+    return this.send({ method: 'PUT', path: dbPath(name), body, replaySafe: false });
   }
 
   /** Deletes a database; its files are kept and it is listed by {@link listDroppedDatabases}. */
@@ -236,8 +308,74 @@ export class GeodrClient {
     return this.send({ method: 'POST', path: `${dbPath(name)}/verify` });
   }
 
+  /** Deleted databases whose files (and backups, within their retention) are kept; restore one with {@link restoreDatabase} mode `Restore`. */
   async listDroppedDatabases(): Promise<DroppedDatabase[]> {
     return (await this.send<{ value: DroppedDatabase[] }>({ method: 'GET', path: '/v1/restorableDroppedDatabases' })).value;
+  }
+
+  // Backups and retention
+
+  /**
+   * The database's restore window in the vault (`earliest`, `latest`; null until its
+   * first snapshot is shipped) and where shipping stands: shipped TXID, unshipped
+   * records, estimated data loss, the paired region's copy. A data token covering the
+   * database may call it.
+   */
+  restorePoints(database: string): Promise<RestorePoints> {
+    return this.send({ method: 'GET', path: `${dbPath(database)}/restorePoints` });
+  }
+
+  /** The point-in-time restore window, days. */
+  getShortTermRetention(database: string): Promise<{ retentionDays: number }> {
+    return this.send({ method: 'GET', path: `${dbPath(database)}/backupShortTermRetentionPolicies/default` });
+  }
+
+  /** Sets the point-in-time restore window: a whole number of days, 1-35 (INVALID_ARGUMENT otherwise). */
+  setShortTermRetention(database: string, days: number): Promise<{ retentionDays: number }> {
+    return this.send({ method: 'PUT', path: `${dbPath(database)}/backupShortTermRetentionPolicies/default`, body: { retentionDays: days } });
+  }
+
+  /** The long-term retention policy; every duration null when there is none. */
+  getLongTermRetention(database: string): Promise<LongTermRetentionPolicy> {
+    return this.send({ method: 'GET', path: `${dbPath(database)}/backupLongTermRetentionPolicies/default` });
+  }
+
+  /**
+   * Replaces the long-term retention policy (it is not merged with the current one):
+   * durations are ISO-8601 `PnD`, `PnW`, `PnM` or `PnY`, yearly at most `P10Y`; an
+   * omitted or null duration keeps no backups of that kind, and `{}` removes the
+   * policy. `weekOfYear` (1-52, default 1) picks the week whose backup is the yearly
+   * one. Resolves with the policy as stored.
+   *
+   * @example
+   * await geodr.setLongTermRetention('tenant-42', { weeklyRetention: 'P12W', monthlyRetention: 'P12M', yearlyRetention: 'P5Y', weekOfYear: 1 })
+   */
+  setLongTermRetention(database: string, policy: Partial<LongTermRetentionPolicy>): Promise<LongTermRetentionPolicy> {
+    const body: Record<string, string | number | null> = {};
+    if (policy.weeklyRetention !== undefined) body.weeklyRetention = policy.weeklyRetention;
+    if (policy.monthlyRetention !== undefined) body.monthlyRetention = policy.monthlyRetention;
+    if (policy.yearlyRetention !== undefined) body.yearlyRetention = policy.yearlyRetention;
+    if (policy.weekOfYear !== undefined) body.weekOfYear = policy.weekOfYear;
+    return this.send({ method: 'PUT', path: `${dbPath(database)}/backupLongTermRetentionPolicies/default`, body });
+  }
+
+  /** Long-term backups of a database, oldest first; restore one with {@link restoreDatabase} mode `RestoreLongTermRetentionBackup`. */
+  async listLongTermBackups(database: string): Promise<LongTermBackup[]> {
+    return (await this.send<{ value: LongTermBackup[] }>({ method: 'GET', path: `${dbPath(database)}/longTermRetentionBackups` })).value;
+  }
+
+  /**
+   * Databases of the paired region whose backups this region's vault holds, with
+   * their restore points and estimated data loss: what a geo-restore
+   * ({@link restoreDatabase} mode `Recovery`) can bring back here.
+   */
+  async listRecoverableDatabases(): Promise<RecoverableDatabase[]> {
+    return (await this.send<{ value: RecoverableDatabase[] }>({ method: 'GET', path: '/v1/recoverableDatabases' })).value;
+  }
+
+  /** Runs the retention job now (it also runs on the server's schedule): deletes expired backups, takes due long-term ones. */
+  runRetention(): Promise<RetentionResult> {
+    return this.send({ method: 'POST', path: '/v1/backup/retention' });
   }
 
   // Operations
@@ -325,14 +463,15 @@ export class GeodrClient {
    * - a connection lost after sending (reset, hang-up, per-attempt timeout): only
    *   GET/PUT/PATCH/DELETE, whose repetition leaves the same state. A POST may have
    *   committed SQL (or renamed, or started an operation) before the answer was lost,
-   *   so it is never re-sent: the error says the outcome is unknown;
+   *   so it is never re-sent: the error says the outcome is unknown. The same goes
+   *   for a request marked `replaySafe: false` (a restore's PUT starts an operation);
    * - a 503 answer with a retryable error (BUSY, UNAVAILABLE): the server refuses
    *   those before running anything, and a statement or batch outside an interactive
    *   transaction is atomic, so nothing was applied. Requests inside an interactive
    *   transaction are not retried: the transaction's state is the caller's to judge.
    */
   async send<T>(spec: RequestSpec): Promise<T> {
-    const replaySafe = spec.method !== 'POST';
+    const replaySafe = spec.replaySafe ?? spec.method !== 'POST';
     for (let attempt = 0; ; attempt++) {
       const canRetry = attempt < this.retries;
       let res: Response;
@@ -389,6 +528,9 @@ export class GeodrClient {
 }
 
 const enc = encodeURIComponent;
+
+const RESTORE_MODES: ReadonlySet<string> = new Set<RestoreMode>(['PointInTimeRestore', 'Restore', 'Recovery', 'RestoreLongTermRetentionBackup']);
+const isRestoreMode = (mode: string): mode is RestoreMode => RESTORE_MODES.has(mode);
 const dbPath = (name: string): string => `/v1/databases/${enc(name)}`;
 
 async function readJson(res: Response): Promise<unknown> {

@@ -10,5 +10,24 @@
  */
 export { GeodrClient, QueryResult, Transaction, type GeodrClientOptions, type Statement, type WaitOptions } from './client.js';
 export { GeodrApiError, type ApiErrorCode, type ApiErrorContext } from './errors.js';
-export type { CreateMode, Database, DroppedDatabase, Health, Operation, OperationState, Pool, PoolSettings, ServerInfo } from './types.js';
+export type {
+  BackupStatus,
+  CreateMode,
+  Database,
+  DroppedDatabase,
+  Health,
+  LongTermBackup,
+  LongTermRetentionPolicy,
+  Operation,
+  OperationState,
+  Pool,
+  PoolSettings,
+  RecoverableDatabase,
+  RestoreMode,
+  RestoreOptions,
+  RestorePoint,
+  RestorePoints,
+  RetentionResult,
+  ServerInfo,
+} from './types.js';
 export { toWire, type IntMode, type SqlParam, type SqlParams, type SqlValue, type WireTagged, type WireValue } from './values.js';

@@ -406,8 +406,8 @@ export class BackupService {
   async applyRetention(now = Date.now()): Promise<{ deleted: number; ltrTaken: number }> {
     let deleted = 0;
     let ltrTaken = 0;
-    const targets: Array<{ dbId: string; retentionDays: number; ltr: LtrPolicy | null; droppedAt?: number }> = [
-      ...this.store.listDatabases().map((d) => ({ dbId: d.dbId, retentionDays: d.retentionDays, ltr: d.ltr })),
+    const targets: Array<{ dbId: string; name?: string; retentionDays: number; ltr: LtrPolicy | null; droppedAt?: number }> = [
+      ...this.store.listDatabases().map((d) => ({ dbId: d.dbId, name: d.name, retentionDays: d.retentionDays, ltr: d.ltr })),
       ...this.store.listDropped().map((d) => ({ dbId: d.dbId, retentionDays: d.retentionDays, ltr: null, droppedAt: d.droppedAt })),
     ];
     for (const t of targets) {
@@ -420,7 +420,7 @@ export class BackupService {
         for (const b of h.batches) deleted += await this.del(b.key);
         continue;
       }
-      if (t.ltr !== null) ltrTaken += await this.takeLongTerm(t.dbId, h.snapshots, h.ltr, t.ltr, now);
+      if (t.ltr !== null && t.name !== undefined) ltrTaken += await this.takeLongTerm(t.name, t.dbId, h.ltr, t.ltr, now);
       for (const key of planRetention(h, windowStart)) deleted += await this.del(key);
       if (t.ltr !== null) {
         for (const s of h.ltr) {
@@ -439,23 +439,23 @@ export class BackupService {
     return 1;
   }
 
-  private async takeLongTerm(dbId: string, snapshots: Array<{ key: string; txid: number; time: number }>, ltr: Array<{ time: number; ltr?: 'W' | 'M' | 'Y' }>, policy: LtrPolicy, now: number): Promise<number> {
-    const newest = snapshots[snapshots.length - 1];
-    if (newest === undefined) return 0;
-    let taken = 0;
+  /** Long-term backups due by policy are copies of a snapshot of the database as it is now. */
+  private async takeLongTerm(name: string, dbId: string, ltr: Array<{ time: number; ltr?: 'W' | 'M' | 'Y' }>, policy: LtrPolicy, now: number): Promise<number> {
     const last = (kind: 'W' | 'M' | 'Y'): number => Math.max(0, ...ltr.filter((l) => l.ltr === kind).map((l) => l.time));
-    const plan: Array<['W' | 'M' | 'Y', boolean]> = [
-      ['W', policy.weekly !== null && now - last('W') >= 7 * 86_400_000],
-      ['M', policy.monthly !== null && now - last('M') >= 28 * 86_400_000],
-      ['Y', policy.yearly !== null && weekOfYear(new Date(now)) === policy.weekOfYear && now - last('Y') >= 300 * 86_400_000],
-    ];
-    for (const [kind, due] of plan) {
-      if (!due) continue;
-      const bytes = await this.vault.get(newest.key);
-      await this.shipper.putImmutable(ltrKey(dbId, newest.txid, newest.time, kind), bytes);
-      taken++;
-    }
-    return taken;
+    const due = (
+      [
+        ['W', policy.weekly !== null && now - last('W') >= 7 * 86_400_000],
+        ['M', policy.monthly !== null && now - last('M') >= 28 * 86_400_000],
+        ['Y', policy.yearly !== null && weekOfYear(new Date(now)) === policy.weekOfYear && now - last('Y') >= 300 * 86_400_000],
+      ] as Array<['W' | 'M' | 'Y', boolean]>
+    )
+      .filter(([, d]) => d)
+      .map(([k]) => k);
+    if (due.length === 0) return 0;
+    const snap = await this.host.use(name, (t) => this.shipper.snapshotNow(t.db, () => this.descriptor(t.record)));
+    const bytes = await this.vault.get(snap.key);
+    for (const kind of due) await this.shipper.putImmutable(ltrKey(dbId, snap.txid, snap.time, kind), bytes);
+    return due.length;
   }
 }
 

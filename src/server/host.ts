@@ -175,20 +175,20 @@ export class DatabaseHost {
   }
 
   /** Creates the files of a new, empty database; returns the engine's database id. */
-  createFiles(rec: Pick<DatabaseRecord, 'id' | 'name'>): string {
+  createFiles(rec: Pick<DatabaseRecord, 'id' | 'name'>): { dbId: string; checksum: string; sizeBytes: number } {
     const p = this.paths(rec.id);
     fs.mkdirSync(p.dir, { recursive: true });
     const db = PrimaryDatabase.open({ file: p.file, stateDir: p.stateDir, name: rec.name, durability: 'commit' });
-    const dbId = db.dbId;
+    const st = db.status();
     db.close();
-    return dbId;
+    return { dbId: st.dbId, checksum: st.checksum, sizeBytes: st.pageCount * st.pageSize };
   }
 
   /**
    * Makes a restored file a new database: moved into place, then opened, which gives it
    * a new identity and a base snapshot. Returns the engine's database id.
    */
-  adoptFile(rec: Pick<DatabaseRecord, 'id' | 'name'>, file: string): string {
+  adoptFile(rec: Pick<DatabaseRecord, 'id' | 'name'>, file: string): { dbId: string; checksum: string; sizeBytes: number } {
     const p = this.paths(rec.id);
     fs.rmSync(p.dir, { recursive: true, force: true });
     fs.mkdirSync(p.dir, { recursive: true });
@@ -257,6 +257,11 @@ export class DatabaseHost {
     this.sizes.delete(name);
     this.poolUsed.set(fromPool, (this.poolUsed.get(fromPool) ?? 0) - bytes);
     if (toPool !== undefined) this.trackSize(newName, toPool, bytes);
+  }
+
+  /** Records the size of a database created from a file (a restore), for quotas. */
+  noteSize(name: string, pool: string, bytes: number): void {
+    this.trackSize(name, pool, bytes);
   }
 
   poolUsedBytes(pool: string): number {

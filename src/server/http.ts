@@ -217,7 +217,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     '/v1/databases/:db',
     {
       schema: {
-        summary: 'Create a database. createMode Default creates an empty one (201; repeating the same request answers 200); the other modes arrive with later releases (501 until then).',
+        summary: 'Create a database. Default creates an empty one (201; repeating the same request answers 200). PointInTimeRestore, Restore, Recovery and RestoreLongTermRetentionBackup restore from backups (202 and an operation). Copy and Secondary come with geo-replication (501 until then).',
         tags: ['databases'],
         params: dbParams,
         body: {
@@ -309,7 +309,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       const points = await backup().restorePointsOf(rec.dbId);
       const live = service.getDatabase(req.params.db);
       const iso = (p: { txid: number; time: number } | undefined) => (p === undefined ? null : { txid: p.txid, time: new Date(p.time).toISOString() });
-      return { database: rec.name, dbId: rec.dbId, earliest: iso(points.earliest), latest: iso(points.latest), backup: backup().status({ dbId: rec.dbId, txid: live.txid }) };
+      return { database: rec.name, dbId: rec.dbId, earliest: iso(points.earliest), latest: iso(points.latest), gap: points.gap ?? null, backup: backup().status({ dbId: rec.dbId, txid: live.txid }) };
     },
   );
   app.get<{ Params: { db: string } }>(
@@ -383,6 +383,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         restorePoints: {
           earliest: d.restorePoints.earliest === undefined ? null : { txid: d.restorePoints.earliest.txid, time: new Date(d.restorePoints.earliest.time).toISOString() },
           latest: d.restorePoints.latest === undefined ? null : { txid: d.restorePoints.latest.txid, time: new Date(d.restorePoints.latest.time).toISOString() },
+          gap: d.restorePoints.gap ?? null,
         },
       })),
     };

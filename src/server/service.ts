@@ -222,7 +222,8 @@ export class ServerService {
     };
     // Files first, then the record: a crash in between leaves an unreferenced directory,
     // never a record without files.
-    rec.dbId = this.host.createFiles(rec);
+    const made = this.host.createFiles(rec);
+    Object.assign(rec, { dbId: made.dbId, checksum: made.checksum, sizeBytes: made.sizeBytes });
     this.store.insertDatabase(rec);
     this.backup?.markConfigChanged();
     return { view: this.view(rec), created: true };
@@ -310,9 +311,10 @@ export class ServerService {
         verifiedTxid: 0,
         verifiedError: null,
       };
-      rec.dbId = this.host.adoptFile(rec, file);
+      const made = this.host.adoptFile(rec, file);
+      Object.assign(rec, { dbId: made.dbId, checksum: made.checksum, sizeBytes: made.sizeBytes });
       this.store.insertDatabase(rec);
-      this.host.retrack(rec.name, pool.name, pool.name);
+      this.host.noteSize(rec.name, pool.name, rec.sizeBytes);
       this.backup?.markConfigChanged();
       return { ...summary, database: rec.name, dbId: rec.dbId };
     });

@@ -180,17 +180,32 @@ export class Shipper {
     return s;
   }
 
-  private async shipSnapshot(db: PrimaryDatabase, s: ShipState): Promise<void> {
+  /**
+   * Ships what is due, then takes and ships a full snapshot of the current state (a
+   * long-term backup copies it). Throws when the vault cannot take it.
+   */
+  async snapshotNow(db: PrimaryDatabase, descriptor: () => DatabaseDescriptor): Promise<{ key: string; txid: number; time: number }> {
+    await this.ship(db, descriptor);
+    const s = this.states.get(db.dbId);
+    if (s === undefined || s.halted !== undefined || s.failures > 0) {
+      throw new GeodrError('VAULT_UNAVAILABLE', `shipping to the vault is not healthy for this database${s?.halted !== undefined ? `: ${s.halted}` : ''}`, { database: db.name });
+    }
+    return this.shipSnapshot(db, s);
+  }
+
+  private async shipSnapshot(db: PrimaryDatabase, s: ShipState): Promise<{ key: string; txid: number; time: number }> {
     const ref = await takeSnapshot(db);
     const bytes = await fs.promises.readFile(ref.file);
     const h = decodeHeader(bytes, { object: ref.file, dbId: db.dbId });
-    await this.putImmutable(snapshotKey(db.dbId, h.txid, h.timestamp), bytes);
+    const key = snapshotKey(db.dbId, h.txid, h.timestamp);
+    await this.putImmutable(key, bytes);
     // The vault now holds it; the local copy is only needed by local restores of the base.
     if (h.txid !== 0) await fs.promises.rm(ref.file, { force: true });
     s.snapshotTxid = h.txid;
     s.snapshotAt = this.clock();
     // A snapshot ahead of the shipped records (taken after more commits) is fine: restores
     // to TXIDs before it use older snapshots and the records.
+    return { key, txid: h.txid, time: h.timestamp };
   }
 
   /** Writes a new descriptor version (rename, pool move, drop, policy change). */
