@@ -71,6 +71,16 @@ async function run(state: DevState, stateDir: string, seconds: number, count: nu
   })();
   await Promise.all([...buyers, reporter]);
   console.log(`\n${sold} tickets sold, each acknowledged only once durable in its tenant's log.`);
+  // Continuous backup: within about a second every write is in the region's vault, then in
+  // the paired region's copy.
+  await new Promise((r) => setTimeout(r, 2500));
+  const paired = state.servers.find((s) => s.region === primary.pairedRegion)?.region ?? 'the paired region';
+  for (const tenant of tenants) {
+    const p = await client.restorePoints(tenant);
+    console.log(
+      `  ${tenant}: TXID ${p.backup.shippedTxid} in the ${primary.region} vault, ${p.backup.geo?.copiedTxid ?? 0} copied to ${paired}; restorable from ${p.earliest?.time ?? '-'} to ${p.latest?.time ?? '-'}`,
+    );
+  }
   if (keep) {
     console.log(`Servers left running. Try:\n  GEODR_URL=${primary.url} GEODR_TOKEN=${state.tokens.admin} npx geodr db list\nStop them with: npx geodr dev down`);
   } else {

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GeodrError } from '../errors.js';
-import { checksumHex, integrityCheck } from '../engine/index.js';
+import { checksumHex, integrityCheck, NodeFs, readMeta } from '../engine/index.js';
 import { randomUUID } from 'node:crypto';
 import { DatabaseHost } from './host.js';
 import { validateName } from './names.js';
@@ -86,6 +86,11 @@ export class ServerService {
   /** Finishes drops a crash interrupted between moving the files and updating the store. */
   recover(): void {
     for (const d of this.store.listDatabases()) {
+      if (d.dbId === '') {
+        // A database created before the store kept engine ids: read it from its meta.json.
+        const meta = readMeta(new NodeFs(), this.host.paths(d.id).stateDir);
+        if (meta !== undefined) this.store.setDbId(d.name, meta.dbId);
+      }
       const p = this.host.paths(d.id);
       const dropped = path.join(this.dataDir, 'dropped', d.id);
       if (!fs.existsSync(p.dir) && fs.existsSync(dropped)) this.recordDrop(d, dropped);

@@ -209,6 +209,10 @@ export class MetaStore {
     this.db.prepare('update databases set verified_at = ?, verified_txid = ?, verified_error = ? where name = ?').run(at, txid, error, name);
   }
 
+  setDbId(name: string, dbId: string): void {
+    this.db.prepare('update databases set db_id = ? where name = ?').run(dbId, name);
+  }
+
   setShippedTxid(name: string, txid: number): void {
     this.db.prepare('update databases set shipped_txid = ? where name = ? and shipped_txid < ?').run(txid, name, txid);
   }
