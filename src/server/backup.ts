@@ -113,7 +113,7 @@ export class BackupService {
 
   /** True while the database must stay open: its durable records are not all in the vault. */
   mustStayOpen(t: Tenant): boolean {
-    return this.shipper.hasUnshipped(t.db);
+    return this.shipper.hasUnshipped(t.db) || this.shipper.isSnapshotting(t.db.dbId);
   }
 
   markConfigChanged(): void {
@@ -178,6 +178,7 @@ export class BackupService {
     if (this.retentionTimer !== undefined) clearInterval(this.retentionTimer);
     if (this.verifyTimer !== undefined) clearInterval(this.verifyTimer);
     await this.flush(5000);
+    await this.shipper.idle();
     await this.copier?.stop();
   }
 

@@ -79,7 +79,7 @@ test('property: restores to random TXIDs and times equal the primary at that TXI
     // Half the runs go through the compressing, encrypting codec.
     const raw = new FsVault(path.join(runDir, 'vault'));
     const vault: Vault = run % 2 === 0 ? raw : new CodecVault(raw, { compression: 'gzip', keyring: { active: 'k1', keys: new Map([['k1', Buffer.alloc(32, 7)]]) } });
-    const shipper = new Shipper({ vault, snapshotEveryRecords: 15 + Math.floor(rand() * 40), snapshotIntervalMs: 0, clock: () => clock.now, maxBatchBytes: 20_000 });
+    const shipper = new Shipper({ vault, awaitSnapshots: true, snapshotEveryRecords: 15 + Math.floor(rand() * 40), snapshotIntervalMs: 0, clock: () => clock.now, maxBatchBytes: 20_000 });
     const db = PrimaryDatabase.open({ file: path.join(runDir, 'db.sqlite'), durability: 'group', clock: () => clock.now });
     const seen = await workload(db, shipper, rand, 120, clock);
     const h = await readHistory(vault, db.dbId);
@@ -154,7 +154,7 @@ test('shipping survives a failing vault: nothing is lost, it catches up, and a r
   const clock = { now: 1_700_000_000_000 };
   const inner = new FsVault(path.join(dir, 'vault'));
   const vault = new FaultVault(inner, { failRate: 0.4, seed: 9 });
-  let shipper = new Shipper({ vault, intervalMs: 1, snapshotEveryRecords: 25, clock: () => clock.now });
+  let shipper = new Shipper({ vault, awaitSnapshots: true, intervalMs: 1, snapshotEveryRecords: 25, clock: () => clock.now });
   const file = path.join(dir, 'db.sqlite');
   let db = PrimaryDatabase.open({ file, durability: 'commit', clock: () => clock.now });
   db.write((c) => c.exec('create table t(x)'));
@@ -175,7 +175,7 @@ test('shipping survives a failing vault: nothing is lost, it catches up, and a r
   // "Restart": a new shipper learns from the vault where it stands and ships the rest.
   vault.setUnavailable(false);
   const healthy = new FsVault(path.join(dir, 'vault'));
-  shipper = new Shipper({ vault: healthy, snapshotEveryRecords: 25, clock: () => clock.now });
+  shipper = new Shipper({ vault: healthy, awaitSnapshots: true, snapshotEveryRecords: 25, clock: () => clock.now });
   db = PrimaryDatabase.open({ file, durability: 'commit', clock: () => clock.now });
   await shipper.ship(db, descriptor(db.dbId));
   assert.equal(shipper.hasUnshipped(db), false);
@@ -192,7 +192,7 @@ test('retention keeps every point of the window restorable and deletes only what
   const rand = prng(77);
   const clock = { now: 1_700_000_000_000 };
   const vault = new FsVault(path.join(dir, 'vault'));
-  const shipper = new Shipper({ vault, snapshotEveryRecords: 10, snapshotIntervalMs: 0, clock: () => clock.now, maxBatchBytes: 8000 });
+  const shipper = new Shipper({ vault, awaitSnapshots: true, snapshotEveryRecords: 10, snapshotIntervalMs: 0, clock: () => clock.now, maxBatchBytes: 8000 });
   const db = PrimaryDatabase.open({ file: path.join(dir, 'db.sqlite'), durability: 'group', clock: () => clock.now });
   const seen = await workload(db, shipper, rand, 150, clock);
   db.close();

@@ -26,6 +26,8 @@ export interface ShipperOptions {
   snapshotEveryRecords?: number;
   /** ... or after this long with new records (default 6 h; 0 = by count only). */
   snapshotIntervalMs?: number;
+  /** Wait for a due snapshot inside ship() instead of shipping it in the background (tests). */
+  awaitSnapshots?: boolean;
   /** Largest batch object (default 16 MiB). */
   maxBatchBytes?: number;
   /** Called after each object lands in the vault (geo-copy listens here). */
@@ -55,6 +57,7 @@ export interface ShipState {
 export class Shipper {
   private readonly states = new Map<string, ShipState>();
   private readonly inFlight = new Map<string, Promise<void>>();
+  private readonly snapshotting = new Map<string, Promise<void>>();
   private readonly intervalMs: number;
   private readonly clock: () => number;
 
@@ -121,9 +124,23 @@ export class Shipper {
       const every = this.opts.snapshotEveryRecords ?? 10_000;
       const interval = this.opts.snapshotIntervalMs ?? 6 * 3600_000;
       const due = s.shippedTxid - s.snapshotTxid >= every || (interval > 0 && s.shippedTxid > s.snapshotTxid && this.clock() - s.snapshotAt >= interval);
-      if (due) await this.shipSnapshot(db, s);
       s.failures = 0;
       s.retryAt = 0;
+      // Snapshots ship beside the records, never in front of them: a big database's
+      // snapshot takes seconds to encode and upload, and records must not queue behind it.
+      if (due && !this.snapshotting.has(db.dbId)) {
+        const state = s;
+        const run = this.shipSnapshot(db, state)
+          .then(() => undefined)
+          .catch((e: unknown) => {
+            state.failures++;
+            state.retryAt = this.clock() + Math.min(60_000, this.intervalMs * 2 ** Math.min(6, state.failures));
+            this.opts.onError?.(e, db.dbId);
+          })
+          .finally(() => this.snapshotting.delete(db.dbId));
+        this.snapshotting.set(db.dbId, run);
+        if (this.opts.awaitSnapshots === true) await run;
+      }
     } catch (e) {
       const state = s ?? this.blankState(db.dbId);
       this.states.set(db.dbId, state);
@@ -226,6 +243,17 @@ export class Shipper {
       if (!existing.equals(body)) throw new GeodrError('VAULT_CORRUPT', 'the vault already holds different bytes under this name', { object: key }, { cause: e });
     }
     this.opts.onPut?.(key);
+  }
+
+  /** Resolves when no snapshot is being shipped (before closing a database, at shutdown). */
+  async idle(dbId?: string): Promise<void> {
+    const runs = dbId === undefined ? [...this.snapshotting.values()] : [this.snapshotting.get(dbId)].filter((p) => p !== undefined);
+    await Promise.all(runs);
+  }
+
+  /** True while a snapshot of this database is being taken or uploaded. */
+  isSnapshotting(dbId: string): boolean {
+    return this.snapshotting.has(dbId);
   }
 
   /** Forgets a database (deleted or closed for good). */
