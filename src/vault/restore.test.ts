@@ -216,3 +216,27 @@ test('retention keeps every point of the window restorable and deletes only what
     }
   }
 });
+
+test('a database whose local log starts after the vault ends is bridged by a snapshot, not stuck on LOG_GAP', async (t) => {
+  const { dir, cleanup } = tempDir();
+  t.after(cleanup);
+  const clock = { now: 1_700_000_000_000 };
+  const vault = new FsVault(path.join(dir, 'vault'));
+  const db = PrimaryDatabase.open({ file: path.join(dir, 'db.sqlite'), durability: 'commit', clock: () => clock.now });
+  db.write((c) => c.exec('create table t(x)'));
+  for (let i = 0; i < 20; i++) db.write((c) => c.prepare('insert into t values (?)').run(i));
+  db.checkpoint();
+  db.txLog.truncateBefore(15); // records 1..14 are gone from the local log
+  const shipper = new Shipper({ vault, awaitSnapshots: true, clock: () => clock.now });
+  await shipper.ship(db, descriptor(db.dbId));
+  for (let i = 0; i < 5; i++) db.write((c) => c.prepare('insert into t values (?)').run(100 + i));
+  clock.now += 10;
+  await shipper.ship(db, descriptor(db.dbId));
+  assert.equal(shipper.state(db.dbId)?.failures, 0);
+  assert.equal(shipper.hasUnshipped(db), false);
+  const out = path.join(dir, 'r.sqlite');
+  const r = await restoreFromVault({ vault, dbId: db.dbId, target: 'latest', out, scratchDir: dir });
+  assert.equal(r.txid, db.txid);
+  assert.equal(restoredHash(out), db.read((c) => dumpHash(c)));
+  db.close();
+});

@@ -104,6 +104,14 @@ export class Shipper {
     try {
       s ??= await this.discover(db, descriptor);
       const durable = db.durableTxid;
+      const firstLocal = db.txLog.firstTxid ?? db.txid + 1;
+      if (s.shippedTxid + 1 < firstLocal && s.shippedTxid < durable) {
+        // The records after the vault's last one are no longer (or never were) in the local
+        // log — a promoted replica, a log pruned while the vault was behind. A snapshot at or
+        // after the log's start bridges the hole; shipping continues after it.
+        if (s.snapshotTxid < firstLocal - 1) await this.shipSnapshot(db, s);
+        s.shippedTxid = Math.max(s.shippedTxid, Math.min(s.snapshotTxid, durable));
+      }
       while (s.shippedTxid < durable) {
         const from = s.shippedTxid + 1;
         const recs = [];
