@@ -13,7 +13,7 @@ import { writeMeta } from '../engine/meta.js';
 import { decodeHeader } from '../engine/record.js';
 import { fullSnapshotName } from '../engine/snapshot.js';
 import { decodeBatch } from './batch.js';
-import { metaPrefix, parseBatchKey, parseSnapshotKey, recordsPrefix, snapshotsPrefix, ltrPrefix, type BatchRef, type DatabaseDescriptor, type SnapshotObjectRef } from './layout.js';
+import { hex16, metaPrefix, parseBatchKey, parseSnapshotKey, recordsPrefix, snapshotsPrefix, ltrPrefix, type BatchRef, type DatabaseDescriptor, type SnapshotObjectRef } from './layout.js';
 import type { Vault } from './vault.js';
 
 export type VaultTarget = { txid: number } | { time: number } | 'latest';
@@ -120,8 +120,29 @@ function cancelled(signal: AbortSignal | undefined): void {
 }
 
 /** Restores a database from the vault to a TXID, a time, or the latest point. */
+/**
+ * The part of a database's history a restore to a TXID (or the latest point) needs: the
+ * newest snapshot at or before it and the batches after the snapshot before that one. The
+ * full listing grows with history (a week of batches); this one with the snapshot interval.
+ * Falls back to the full listing whenever the short one does not connect.
+ */
+async function historyFor(o: VaultRestoreOptions): Promise<VaultHistory> {
+  const t = o.target;
+  if (o.useLtr === true || (t !== 'latest' && !('txid' in t))) return readHistory(o.vault, o.dbId);
+  const [snapshots, ltr] = await Promise.all([collect(o.vault.list(snapshotsPrefix(o.dbId)), parseSnapshotKey), collect(o.vault.list(ltrPrefix(o.dbId)), parseSnapshotKey)]);
+  const want = t === 'latest' ? Number.MAX_SAFE_INTEGER : t.txid;
+  const i = snapshots.findLastIndex((s) => s.txid <= want);
+  if (i <= 0) return readHistory(o.vault, o.dbId);
+  const base = snapshots[i]!;
+  const prefix = recordsPrefix(o.dbId);
+  const batches = await collect(o.vault.list(prefix, { startAfter: `${prefix}${hex16(snapshots[i - 1]!.txid)}` }), parseBatchKey);
+  const first = batches.find((b) => b.last > base.txid);
+  if (first !== undefined && first.first > base.txid + 1) return readHistory(o.vault, o.dbId);
+  return { dbId: o.dbId, snapshots: snapshots.slice(i), ltr, batches };
+}
+
 export async function restoreFromVault(o: VaultRestoreOptions): Promise<VaultRestoreResult> {
-  const h = await readHistory(o.vault, o.dbId);
+  const h = await historyFor(o);
   const snapshots = o.useLtr === true ? h.ltr : h.snapshots;
   const points = restorePoints({ ...h, snapshots });
   if (points.earliest === undefined || points.latest === undefined) {
