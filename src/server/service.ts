@@ -205,12 +205,24 @@ export class ServerService {
     }
     const pool = this.requirePool(opts.pool);
     this.checkRoom(pool, 0);
-    const rec: DatabaseRecord = {
+    const rec = this.newRecord(name, pool.name, mode);
+    // Files first, then the record: a crash in between leaves an unreferenced directory,
+    // never a record without files.
+    const made = this.host.createFiles(rec);
+    Object.assign(rec, { dbId: made.dbId, checksum: made.checksum, sizeBytes: made.sizeBytes });
+    this.store.insertDatabase(rec);
+    this.backup?.markConfigChanged();
+    return { view: this.view(rec), created: true };
+  }
+
+  /** A new primary's record; its files get a fresh directory id. */
+  private newRecord(name: string, pool: string, createMode: string): DatabaseRecord {
+    return {
       name,
       id: randomUUID(),
-      pool: pool.name,
+      pool,
       role: 'primary',
-      createMode: mode,
+      createMode,
       createdAt: Date.now(),
       sizeBytes: 0,
       txid: 0,
@@ -225,13 +237,6 @@ export class ServerService {
       verifiedTxid: 0,
       verifiedError: null,
     };
-    // Files first, then the record: a crash in between leaves an unreferenced directory,
-    // never a record without files.
-    const made = this.host.createFiles(rec);
-    Object.assign(rec, { dbId: made.dbId, checksum: made.checksum, sizeBytes: made.sizeBytes });
-    this.store.insertDatabase(rec);
-    this.backup?.markConfigChanged();
-    return { view: this.view(rec), created: true };
   }
 
   /**
@@ -296,26 +301,7 @@ export class ServerService {
       if (this.store.getDatabase(params.name) !== undefined) throw new GeodrError('CONFLICT', `database ${params.name} was created meanwhile`, { database: params.name });
       const pool = this.requirePool(params.pool);
       this.checkRoom(pool, fs.statSync(file).size);
-      const rec: DatabaseRecord = {
-        name: params.name,
-        id: randomUUID(),
-        pool: pool.name,
-        role: 'primary',
-        createMode: params.createMode,
-        createdAt: Date.now(),
-        sizeBytes: fs.statSync(file).size,
-        txid: 0,
-        checksum: '',
-        epoch: 1,
-        lastWriteTime: 0,
-        dbId: '',
-        shippedTxid: 0,
-        retentionDays: this.defaultRetentionDays,
-        ltr: null,
-        verifiedAt: 0,
-        verifiedTxid: 0,
-        verifiedError: null,
-      };
+      const rec = this.newRecord(params.name, pool.name, params.createMode);
       const made = this.host.adoptFile(rec, file);
       Object.assign(rec, { dbId: made.dbId, checksum: made.checksum, sizeBytes: made.sizeBytes });
       this.store.insertDatabase(rec);

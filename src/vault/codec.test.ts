@@ -8,36 +8,9 @@ import fc from 'fast-check';
 import { GeodrError, isGeodrError } from '../errors.js';
 import { CodecVault, COMPRESSIONS, DEFAULT_COMPRESSION, decodeObject, describeObject, encodeObject, type Compression } from './codec.js';
 import { KEY_ENV, loadKeyring, type Keyring } from './keys.js';
-import { checkKey, type ListOptions, type Vault, type VaultObject } from './vault.js';
+import type { VaultObject } from './vault.js';
+import { MemVault } from './testing/memory.js';
 
-/** A Map-backed vault that keeps the Vault rules (immutability, ordering, error codes). */
-class MemVault implements Vault {
-  readonly name = 'mem:test';
-  readonly objects = new Map<string, Buffer>();
-
-  async put(key: string, body: Uint8Array): Promise<void> {
-    checkKey(key);
-    if (this.objects.has(key)) throw new GeodrError('CONFLICT', 'object exists', { object: key });
-    this.objects.set(key, Buffer.from(body));
-  }
-  async get(key: string): Promise<Buffer> {
-    checkKey(key);
-    const b = this.objects.get(key);
-    if (b === undefined) throw new GeodrError('NOT_FOUND', 'no such object', { object: key });
-    return Buffer.from(b);
-  }
-  async head(key: string): Promise<VaultObject | undefined> {
-    const b = this.objects.get(checkKey(key));
-    return b === undefined ? undefined : { key, size: b.length };
-  }
-  async *list(prefix: string, opts: ListOptions = {}): AsyncIterable<VaultObject> {
-    const keys = [...this.objects.keys()].filter((k) => k.startsWith(prefix) && (opts.startAfter === undefined || k > opts.startAfter)).sort();
-    for (const k of keys.slice(0, opts.limit ?? keys.length)) yield { key: k, size: this.objects.get(k)!.length };
-  }
-  async delete(key: string): Promise<void> {
-    this.objects.delete(checkKey(key));
-  }
-}
 
 function ring(active: string, ...ids: string[]): Keyring {
   return { active, keys: new Map([active, ...ids].map((id) => [id, randomBytes(32)])) };

@@ -5,36 +5,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { GeodrError, isGeodrError } from '../errors.js';
 import { CodecVault } from './codec.js';
 import { databaseOf, GeoCopier } from './geo.js';
-import { checkKey, type ListOptions, type Vault, type VaultObject } from './vault.js';
+import type { ListOptions, Vault, VaultObject } from './vault.js';
+import { MemVault } from './testing/memory.js';
 
-/** A Map-backed vault that keeps the Vault rules (immutability, ordering, error codes). */
-class MemVault implements Vault {
-  readonly objects = new Map<string, Buffer>();
-  constructor(readonly name = 'mem:test') {}
-
-  async put(key: string, body: Uint8Array): Promise<void> {
-    checkKey(key);
-    if (this.objects.has(key)) throw new GeodrError('CONFLICT', 'object exists', { object: key });
-    this.objects.set(key, Buffer.from(body));
-  }
-  async get(key: string): Promise<Buffer> {
-    checkKey(key);
-    const b = this.objects.get(key);
-    if (b === undefined) throw new GeodrError('NOT_FOUND', 'no such object', { object: key });
-    return Buffer.from(b);
-  }
-  async head(key: string): Promise<VaultObject | undefined> {
-    const b = this.objects.get(checkKey(key));
-    return b === undefined ? undefined : { key, size: b.length };
-  }
-  async *list(prefix: string, opts: ListOptions = {}): AsyncIterable<VaultObject> {
-    const keys = [...this.objects.keys()].filter((k) => k.startsWith(prefix) && (opts.startAfter === undefined || k > opts.startAfter)).sort();
-    for (const k of keys.slice(0, opts.limit ?? keys.length)) yield { key: k, size: this.objects.get(k)!.length };
-  }
-  async delete(key: string): Promise<void> {
-    this.objects.delete(checkKey(key));
-  }
-}
 
 /** Wraps a vault: while `down`, or when `failPut` says so, calls fail VAULT_UNAVAILABLE; counts the failures it injected. */
 class FlakyVault implements Vault {
