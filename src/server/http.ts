@@ -360,8 +360,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     async (req) => {
       admin(req);
       const b = req.body;
-      const none = (b.weeklyRetention ?? null) === null && (b.monthlyRetention ?? null) === null && (b.yearlyRetention ?? null) === null;
-      const ltr = none ? null : { weekly: b.weeklyRetention ?? null, monthly: b.monthlyRetention ?? null, yearly: b.yearlyRetention ?? null, weekOfYear: b.weekOfYear ?? 1 };
+      // Kept even with no durations, so a week of year set alone is not lost.
+      const ltr = { weekly: b.weeklyRetention ?? null, monthly: b.monthlyRetention ?? null, yearly: b.yearlyRetention ?? null, weekOfYear: b.weekOfYear ?? 1 };
       const set = service.setLongTermRetention(req.params.db, ltr);
       return { weeklyRetention: set?.weekly ?? null, monthlyRetention: set?.monthly ?? null, yearlyRetention: set?.yearly ?? null, weekOfYear: set?.weekOfYear ?? 1 };
     },
