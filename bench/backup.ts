@@ -40,6 +40,7 @@ import { readHistory, restoreFromVault, type VaultTarget } from '../src/vault/re
 import { Shipper } from '../src/vault/shipper.js';
 import type { ListOptions, Vault, VaultObject } from '../src/vault/vault.js';
 import { UsageError } from './engine.js';
+import { fmt, log, median, phase, printTable, removeDb, rowsFor, secondsSince, syncAll, warm } from './common.js';
 
 export const BACKUP_USAGE = `options:
   --quick           scaled-down sizes (5 s / 12 s of writes, 64 MiB and 256 MiB instead of 1 GiB, 20k vs 2k records); about a minute
@@ -140,17 +141,6 @@ interface Context {
 // ---------------------------------------------------------------------------
 // helpers
 
-const t0 = performance.now();
-function log(msg: string): void {
-  process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${msg}\n`);
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
 /** Nearest-rank percentile of an ascending array. */
 function percentile(sorted: ArrayLike<number>, p: number): number {
   if (sorted.length === 0) return NaN;
@@ -158,47 +148,10 @@ function percentile(sorted: ArrayLike<number>, p: number): number {
   return sorted[i]!;
 }
 
-function secondsSince(start: number): number {
-  return (performance.now() - start) / 1000;
-}
-
-async function phase<T>(ctx: Context, name: string, fn: () => T | Promise<T>): Promise<T> {
-  log(`${name} ...`);
-  const start = performance.now();
-  const r = await fn();
-  const seconds = secondsSince(start);
-  ctx.phases.push({ phase: name, seconds });
-  log(`${name}: ${seconds.toFixed(2)} s`);
-  return r;
-}
-
-function removeDb(file: string): void {
-  for (const f of [file, `${file}-wal`, `${file}-shm`, `${file}-journal`, `${file}.geodr`, `${file}.restoring`]) fs.rmSync(f, { recursive: true, force: true });
-}
-
 function dirSize(dir: string): number {
   let n = 0;
   for (const e of fs.readdirSync(dir, { withFileTypes: true })) n += e.isDirectory() ? dirSize(path.join(dir, e.name)) : fs.statSync(path.join(dir, e.name)).size;
   return n;
-}
-
-/** Reads a file (or every file under a directory) so the timed step finds it in the page cache. */
-function warm(p: string): number {
-  if (fs.statSync(p).isDirectory()) return fs.readdirSync(p).reduce((n, name) => n + warm(path.join(p, name)), 0);
-  const buf = Buffer.allocUnsafe(8 << 20);
-  const fd = fs.openSync(p, 'r');
-  let total = 0;
-  try {
-    for (let n = fs.readSync(fd, buf, 0, buf.length, total); n > 0; n = fs.readSync(fd, buf, 0, buf.length, total)) total += n;
-  } finally {
-    fs.closeSync(fd);
-  }
-  return total;
-}
-
-/** Writes back dirty pages so one timed step does not pay for the previous one's writeback. */
-function syncAll(): void {
-  execFileSync('sync');
 }
 
 const MiB = 2 ** 20;
@@ -221,10 +174,6 @@ const LOAD_SQL = `with recursive c(x) as (select 1 union all select x + 1 from c
 const UPDATE_SQL = `update t set v = ${ROW_EXPR('id')} where id = ?`;
 const EVENT_SQL = `insert into ev(ts, body) values (?, printf('{"user":%d,"action":"%s","items":%d,"token":"%s"}', ?, ?, ?, hex(randomblob(16))))`;
 const ACTIONS = ['login', 'view', 'add-to-cart', 'checkout', 'logout', 'search'];
-
-function rowsFor(bytes: number): number {
-  return Math.round(bytes / 1024);
-}
 
 /**
  * Builds the database with plain better-sqlite3 (no capture) and adopts it as a primary:
@@ -1070,18 +1019,6 @@ function machine(): Record<string, unknown> {
     betterSqlite3: bs3,
     loadAverage: os.loadavg().map((x) => Math.round(x * 100) / 100),
   };
-}
-
-function fmt(v: number, digits: number): string {
-  return v.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
-
-function printTable(headers: string[], rows: string[][], rightAlign: boolean[]): void {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (rightAlign[i] === true ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ');
-  console.log(line(headers));
-  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-  for (const r of rows) console.log(line(r));
 }
 
 function report(ctx: Context): void {

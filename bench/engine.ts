@@ -41,6 +41,7 @@ import {
   type Durability,
   type TxRecord,
 } from '../src/engine/index.js';
+import { fmt, log, median, phase, printTable, removeDb, rowsFor, secondsSince, syncAll, warm } from './common.js';
 
 export const ENGINE_USAGE = `options:
   --quick           scaled-down sizes (64 MiB instead of 1 GiB, 20k instead of 1M); under a minute
@@ -164,36 +165,6 @@ const YIELD_EVERY = 64;
 const ROW_BYTES = 1000;
 const ROWS_PER_LOAD_TXN = 16_384;
 
-const t0 = performance.now();
-function log(msg: string): void {
-  process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${msg}\n`);
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-function secondsSince(start: number): number {
-  return (performance.now() - start) / 1000;
-}
-
-
-async function phase<T>(ctx: Context, name: string, fn: () => T | Promise<T>): Promise<T> {
-  log(`${name} ...`);
-  const start = performance.now();
-  const r = await fn();
-  const seconds = secondsSince(start);
-  ctx.phases.push({ phase: name, seconds });
-  log(`${name}: ${seconds.toFixed(2)} s`);
-  return r;
-}
-
-function removeDb(file: string): void {
-  for (const f of [file, `${file}-wal`, `${file}-shm`, `${file}-journal`, `${file}.geodr`, `${file}.restoring`]) fs.rmSync(f, { recursive: true, force: true });
-}
-
 function fileSize(file: string): number {
   return fs.statSync(file).size;
 }
@@ -202,25 +173,6 @@ function dirSize(dir: string): number {
   let n = 0;
   for (const e of fs.readdirSync(dir, { withFileTypes: true })) n += e.isDirectory() ? dirSize(path.join(dir, e.name)) : fileSize(path.join(dir, e.name));
   return n;
-}
-
-/** Reads a file (or every file under a directory) so the timed step finds it in the page cache. */
-function warm(p: string): number {
-  if (fs.statSync(p).isDirectory()) return fs.readdirSync(p).reduce((n, name) => n + warm(path.join(p, name)), 0);
-  const buf = Buffer.allocUnsafe(8 << 20);
-  const fd = fs.openSync(p, 'r');
-  let total = 0;
-  try {
-    for (let n = fs.readSync(fd, buf, 0, buf.length, total); n > 0; n = fs.readSync(fd, buf, 0, buf.length, total)) total += n;
-  } finally {
-    fs.closeSync(fd);
-  }
-  return total;
-}
-
-/** Writes back dirty pages so one timed step does not pay for the previous one's writeback. */
-function syncAll(): void {
-  execFileSync('sync');
 }
 
 /** Loads `rows` rows of ROW_BYTES random bytes in large transactions. */
@@ -245,10 +197,6 @@ async function randomUpdates(db: PrimaryDatabase, count: number, rows: number, p
     if (i % 256 === 255) await yieldToLoop();
   }
   await db.waitDurable();
-}
-
-function rowsFor(bytes: number): number {
-  return Math.round(bytes / 1024);
 }
 
 /**
@@ -853,18 +801,6 @@ function fsyncProbe(dir: string): { appendUs: number; overwriteUs: number } {
     }
   };
   return { appendUs: run(false), overwriteUs: run(true) };
-}
-
-function fmt(v: number, digits: number): string {
-  return v.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
-
-function printTable(headers: string[], rows: string[][], rightAlign: boolean[]): void {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (rightAlign[i] === true ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ');
-  console.log(line(headers));
-  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-  for (const r of rows) console.log(line(r));
 }
 
 function report(ctx: Context): void {

@@ -1,0 +1,70 @@
+/** Helpers shared by the benchmarks: logging with elapsed time, timed phases, page-cache control, tables. */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+const t0 = performance.now();
+
+export function log(msg: string): void {
+  process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${msg}\n`);
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+export function secondsSince(start: number): number {
+  return (performance.now() - start) / 1000;
+}
+
+export async function phase<T>(ctx: { phases: Array<{ phase: string; seconds: number }> }, name: string, fn: () => T | Promise<T>): Promise<T> {
+  log(`${name} ...`);
+  const start = performance.now();
+  const r = await fn();
+  const seconds = secondsSince(start);
+  ctx.phases.push({ phase: name, seconds });
+  log(`${name}: ${seconds.toFixed(2)} s`);
+  return r;
+}
+
+export function removeDb(file: string): void {
+  for (const f of [file, `${file}-wal`, `${file}-shm`, `${file}-journal`, `${file}.geodr`, `${file}.restoring`]) fs.rmSync(f, { recursive: true, force: true });
+}
+
+/** Reads a file (or every file under a directory) so the timed step finds it in the page cache. */
+export function warm(p: string): number {
+  if (fs.statSync(p).isDirectory()) return fs.readdirSync(p).reduce((n, name) => n + warm(path.join(p, name)), 0);
+  const buf = Buffer.allocUnsafe(8 << 20);
+  const fd = fs.openSync(p, 'r');
+  let total = 0;
+  try {
+    for (let n = fs.readSync(fd, buf, 0, buf.length, total); n > 0; n = fs.readSync(fd, buf, 0, buf.length, total)) total += n;
+  } finally {
+    fs.closeSync(fd);
+  }
+  return total;
+}
+
+/** Writes back dirty pages so one timed step does not pay for the previous one's writeback. */
+export function syncAll(): void {
+  execFileSync('sync');
+}
+
+export function rowsFor(bytes: number): number {
+  return Math.round(bytes / 1024);
+}
+
+export function fmt(v: number, digits: number): string {
+  return v.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+export function printTable(headers: string[], rows: string[][], rightAlign: boolean[]): void {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (rightAlign[i] === true ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ');
+  console.log(line(headers));
+  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const r of rows) console.log(line(r));
+}
+
