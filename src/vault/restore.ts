@@ -71,6 +71,7 @@ export interface RestorePoints {
 export function restorePoints(h: VaultHistory): RestorePoints {
   const first = h.snapshots[0];
   if (first === undefined) return { earliest: undefined, latest: undefined };
+  let earliest = { txid: first.txid, time: first.time };
   let latest = { txid: first.txid, time: first.time };
   for (const s of h.snapshots) if (s.txid > latest.txid) latest = { txid: s.txid, time: s.time };
   let next = first.txid + 1;
@@ -78,20 +79,29 @@ export function restorePoints(h: VaultHistory): RestorePoints {
   for (const b of h.batches) {
     if (b.last < next) continue;
     if (b.first > next) {
-      // A hole: a snapshot beyond it could bridge it, else nothing after it is reachable.
+      // A hole. A snapshot inside the next batch's range bridges it; a snapshot beyond the
+      // hole starts a later window (what lies before it is an island, e.g. left by a retention
+      // pass that was interrupted); with neither, nothing after the hole is reachable.
       const bridge = h.snapshots.filter((s) => s.txid >= b.first - 1 && s.txid <= b.last).pop();
-      if (bridge === undefined) {
+      const restart = bridge === undefined ? h.snapshots.find((s) => s.txid >= next) : undefined;
+      if (bridge === undefined && restart === undefined) {
         gap = { from: next, to: b.first - 1 };
         break;
       }
-      if (bridge.txid > latest.txid) latest = { txid: bridge.txid, time: bridge.time };
-      next = bridge.txid + 1;
+      const from = (bridge ?? restart)!;
+      if (restart !== undefined) earliest = { txid: restart.txid, time: restart.time };
+      if (from.txid > latest.txid) latest = { txid: from.txid, time: from.time };
+      next = from.txid + 1;
       if (b.last < next) continue;
+      if (b.first > next) {
+        gap = { from: next, to: b.first - 1 };
+        break;
+      }
     }
     next = b.last + 1;
     if (b.last > latest.txid) latest = { txid: b.last, time: b.lastTime };
   }
-  return { earliest: { txid: first.txid, time: first.time }, latest, ...(gap !== undefined ? { gap } : {}) };
+  return { earliest, latest, ...(gap !== undefined ? { gap } : {}) };
 }
 
 export interface VaultRestoreOptions {
