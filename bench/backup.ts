@@ -40,7 +40,7 @@ import { readHistory, restoreFromVault, type VaultTarget } from '../src/vault/re
 import { Shipper } from '../src/vault/shipper.js';
 import type { ListOptions, Vault, VaultObject } from '../src/vault/vault.js';
 import { UsageError } from './engine.js';
-import { fmt, log, median, phase, printTable, removeDb, rowsFor, secondsSince, syncAll, warm } from './common.js';
+import { fmt, log, median, phase, printTable, removeDb, rowsFor, secondsSince, syncAll, warm, type BenchContext, type Budget } from './common.js';
 
 export const BACKUP_USAGE = `options:
   --quick           scaled-down sizes (5 s / 12 s of writes, 64 MiB and 256 MiB instead of 1 GiB, 20k vs 2k records); about a minute
@@ -106,12 +106,6 @@ const QUICK_SIZES: Sizes = {
   historyRounds: 3,
 };
 
-interface Budget {
-  op: '>=' | '<=';
-  value: number;
-  what: string;
-}
-
 const BUDGETS: Record<string, Budget> = {
   shipLagP99Ms: { op: '<=', value: 5000, what: 'vault shipping lag at 1,000 small txn/s, commit to batch in the vault, p99 (geo-restore RPO)' },
   grsLagP99Ms: { op: '<=', value: 10_000, what: 'commit to batch in the paired region vault (GRS), p99' },
@@ -119,24 +113,7 @@ const BUDGETS: Record<string, Budget> = {
   pitrHistoryScalingRatio: { op: '<=', value: 1.5, what: 'restore time with 1M records of history vs 10k (snapshots every 10,000 records)' },
 };
 
-interface Figure {
-  label: string;
-  value: number;
-  unit: string;
-  budget?: string;
-  digits?: number;
-}
-
-interface Context {
-  dir: string;
-  sizes: Sizes;
-  quick: boolean;
-  results: Record<string, unknown>;
-  figures: Figure[];
-  phases: Array<{ phase: string; seconds: number }>;
-  breakdowns: Array<{ title: string; unit: string; digits: number; rows: Record<string, number> }>;
-  notes: string[];
-}
+type Context = BenchContext<Sizes>;
 
 // ---------------------------------------------------------------------------
 // helpers

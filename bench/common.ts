@@ -5,6 +5,34 @@ import * as path from 'node:path';
 
 const t0 = performance.now();
 
+/** A budget from BRIEF.md: the figure must be `op` `value`. */
+export interface Budget {
+  op: '>=' | '<=';
+  value: number;
+  what: string;
+}
+
+/** One figure in the printed table; `budget` names an entry of the bench's BUDGETS. */
+export interface Figure {
+  label: string;
+  value: number;
+  unit: string;
+  budget?: string;
+  digits?: number;
+}
+
+/** What a benchmark run collects: results for the JSON, figures for the table, phases, notes. */
+export interface BenchContext<S> {
+  dir: string;
+  sizes: S;
+  quick: boolean;
+  results: Record<string, unknown>;
+  figures: Figure[];
+  phases: Array<{ phase: string; seconds: number }>;
+  breakdowns: Array<{ title: string; unit: string; digits: number; rows: Record<string, number> }>;
+  notes: string[];
+}
+
 export function log(msg: string): void {
   process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${msg}\n`);
 }

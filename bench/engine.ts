@@ -41,7 +41,7 @@ import {
   type Durability,
   type TxRecord,
 } from '../src/engine/index.js';
-import { fmt, log, median, phase, printTable, removeDb, rowsFor, secondsSince, syncAll, warm } from './common.js';
+import { fmt, log, median, phase, printTable, removeDb, rowsFor, secondsSince, syncAll, warm, type BenchContext, type Budget } from './common.js';
 
 export const ENGINE_USAGE = `options:
   --quick           scaled-down sizes (64 MiB instead of 1 GiB, 20k instead of 1M); under a minute
@@ -119,12 +119,6 @@ const QUICK_SIZES: Sizes = {
   historyRounds: 1,
 };
 
-interface Budget {
-  op: '>=' | '<=';
-  value: number;
-  what: string;
-}
-
 const BUDGETS: Record<string, Budget> = {
   captureThroughputRatio: { op: '>=', value: 0.85, what: 'write throughput with capture on vs plain better-sqlite3 WAL (durable per commit)' },
   captureThroughputRatioRelaxed: { op: '>=', value: 0.85, what: 'the same, relaxed pairing (NORMAL vs group commit)' },
@@ -132,25 +126,7 @@ const BUDGETS: Record<string, Budget> = {
   historyScalingRatio: { op: '<=', value: 1.5, what: 'PITR time with 1M records of history vs 10k (after compaction)' },
 };
 
-/** One figure in the printed table; `budget` names an entry of BUDGETS. */
-interface Figure {
-  label: string;
-  value: number;
-  unit: string;
-  budget?: string;
-  digits?: number;
-}
-
-interface Context {
-  dir: string;
-  sizes: Sizes;
-  quick: boolean;
-  results: Record<string, unknown>;
-  figures: Figure[];
-  phases: Array<{ phase: string; seconds: number }>;
-  breakdowns: Array<{ title: string; unit: string; digits: number; rows: Record<string, number> }>;
-  notes: string[];
-}
+type Context = BenchContext<Sizes>;
 
 const ROW_SQL = 'create table t(id integer primary key, v blob not null)';
 const LOAD_SQL = 'with recursive c(x) as (select 1 union all select x + 1 from c where x < ?) insert into t(v) select randomblob(?) from c';

@@ -122,6 +122,7 @@ type Row = Record<string, unknown>;
 
 export class MetaStore {
   private readonly db: Database.Database;
+  private readonly statements = new Map<string, Database.Statement>();
 
   constructor(file: string) {
     this.db = new Database(file);
@@ -133,6 +134,19 @@ export class MetaStore {
       const cols = (this.db.prepare(`select name from pragma_table_info('${table}')`).all() as Array<{ name: string }>).map((c) => c.name);
       if (!cols.includes(column)) this.db.exec(`alter table ${table} add column ${column} ${decl}`);
     }
+  }
+
+  /**
+   * Prepared once per statement text: every SQL request looks up its database (and, when
+   * writing, its pool), and preparing costs more than running these one-row queries.
+   */
+  private sql(text: string): Database.Statement {
+    let st = this.statements.get(text);
+    if (st === undefined) {
+      st = this.db.prepare(text);
+      this.statements.set(text, st);
+    }
+    return st;
   }
 
   close(): void {
@@ -147,17 +161,16 @@ export class MetaStore {
   // Pools
 
   listPools(): PoolRecord[] {
-    return (this.db.prepare('select * from pools order by name').all() as Row[]).map(toPool);
+    return (this.sql('select * from pools order by name').all() as Row[]).map(toPool);
   }
 
   getPool(name: string): PoolRecord | undefined {
-    const row = this.db.prepare('select * from pools where name = ?').get(name) as Row | undefined;
+    const row = this.sql('select * from pools where name = ?').get(name) as Row | undefined;
     return row && toPool(row);
   }
 
   putPool(p: PoolRecord): void {
-    this.db
-      .prepare(
+    this.sql(
         `insert into pools values (@name, @maxDatabases, @maxConcurrentOperations, @storageQuotaBytes, @createdAt)
          on conflict(name) do update set max_databases = excluded.max_databases,
            max_concurrent_operations = excluded.max_concurrent_operations, storage_quota_bytes = excluded.storage_quota_bytes`,
@@ -166,32 +179,31 @@ export class MetaStore {
   }
 
   deletePool(name: string): void {
-    this.db.prepare('delete from pools where name = ?').run(name);
+    this.sql('delete from pools where name = ?').run(name);
   }
 
   countDatabases(pool: string): number {
-    return (this.db.prepare('select count(*) n from databases where pool = ?').get(pool) as { n: number }).n;
+    return (this.sql('select count(*) n from databases where pool = ?').get(pool) as { n: number }).n;
   }
 
   poolUsedBytes(pool: string): number {
-    return (this.db.prepare('select coalesce(sum(size_bytes), 0) n from databases where pool = ?').get(pool) as { n: number }).n;
+    return (this.sql('select coalesce(sum(size_bytes), 0) n from databases where pool = ?').get(pool) as { n: number }).n;
   }
 
   // Databases
 
   listDatabases(pool?: string): DatabaseRecord[] {
-    const rows = pool === undefined ? this.db.prepare('select * from databases order by name').all() : this.db.prepare('select * from databases where pool = ? order by name').all(pool);
+    const rows = pool === undefined ? this.sql('select * from databases order by name').all() : this.sql('select * from databases where pool = ? order by name').all(pool);
     return (rows as Row[]).map(toDatabase);
   }
 
   getDatabase(name: string): DatabaseRecord | undefined {
-    const row = this.db.prepare('select * from databases where name = ?').get(name) as Row | undefined;
+    const row = this.sql('select * from databases where name = ?').get(name) as Row | undefined;
     return row && toDatabase(row);
   }
 
   insertDatabase(d: DatabaseRecord): void {
-    this.db
-      .prepare(
+    this.sql(
         `insert into databases (name, id, pool, role, create_mode, created_at, size_bytes, txid, checksum, epoch, last_write_time, db_id, shipped_txid, retention_days, ltr)
          values (@name, @id, @pool, @role, @createMode, @createdAt, @sizeBytes, @txid, @checksum, @epoch, @lastWriteTime, @dbId, @shippedTxid, @retentionDays, @ltrJson)`,
       )
@@ -200,51 +212,49 @@ export class MetaStore {
 
   /** Records what an open database last reported. */
   updateDatabaseState(name: string, s: { sizeBytes: number; txid: number; checksum: string; epoch: number; lastWriteTime: number }): void {
-    this.db
-      .prepare('update databases set size_bytes = @sizeBytes, txid = @txid, checksum = @checksum, epoch = @epoch, last_write_time = @lastWriteTime where name = @name')
+    this.sql('update databases set size_bytes = @sizeBytes, txid = @txid, checksum = @checksum, epoch = @epoch, last_write_time = @lastWriteTime where name = @name')
       .run({ ...s, name });
   }
 
   setVerified(name: string, at: number, txid: number, error: string | null): void {
-    this.db.prepare('update databases set verified_at = ?, verified_txid = ?, verified_error = ? where name = ?').run(at, txid, error, name);
+    this.sql('update databases set verified_at = ?, verified_txid = ?, verified_error = ? where name = ?').run(at, txid, error, name);
   }
 
   setDbId(name: string, dbId: string): void {
-    this.db.prepare('update databases set db_id = ? where name = ?').run(dbId, name);
+    this.sql('update databases set db_id = ? where name = ?').run(dbId, name);
   }
 
   setShippedTxid(name: string, txid: number): void {
-    this.db.prepare('update databases set shipped_txid = ? where name = ? and shipped_txid < ?').run(txid, name, txid);
+    this.sql('update databases set shipped_txid = ? where name = ? and shipped_txid < ?').run(txid, name, txid);
   }
 
   setRetention(name: string, retentionDays: number, ltr: LtrPolicy | null): void {
-    this.db.prepare('update databases set retention_days = ?, ltr = ? where name = ?').run(retentionDays, ltr === null ? null : JSON.stringify(ltr), name);
+    this.sql('update databases set retention_days = ?, ltr = ? where name = ?').run(retentionDays, ltr === null ? null : JSON.stringify(ltr), name);
   }
 
   setDatabasePool(name: string, pool: string): void {
-    this.db.prepare('update databases set pool = ? where name = ?').run(pool, name);
+    this.sql('update databases set pool = ? where name = ?').run(pool, name);
   }
 
   renameDatabase(from: string, to: string): void {
-    this.db.prepare('update databases set name = ? where name = ?').run(to, from);
+    this.sql('update databases set name = ? where name = ?').run(to, from);
   }
 
   deleteDatabase(name: string): void {
-    this.db.prepare('delete from databases where name = ?').run(name);
+    this.sql('delete from databases where name = ?').run(name);
   }
 
   // Dropped databases
 
   insertDropped(d: DroppedRecord): void {
-    this.db
-      .prepare(
+    this.sql(
         'insert into dropped_databases (id, name, pool, created_at, dropped_at, location, txid, db_id, retention_days) values (@id, @name, @pool, @createdAt, @droppedAt, @location, @txid, @dbId, @retentionDays)',
       )
       .run(d);
   }
 
   listDropped(): DroppedRecord[] {
-    return (this.db.prepare('select * from dropped_databases order by dropped_at').all() as Row[]).map((r) => ({
+    return (this.sql('select * from dropped_databases order by dropped_at').all() as Row[]).map((r) => ({
       id: String(r.id),
       name: String(r.name),
       pool: String(r.pool),
@@ -261,8 +271,7 @@ export class MetaStore {
 
   insertOperation(o: Omit<OperationRecord, 'id'> & { id?: string }): OperationRecord {
     const op: OperationRecord = { ...o, id: o.id ?? randomUUID() };
-    this.db
-      .prepare(
+    this.sql(
         `insert into operations values (@id, @kind, @state, @percentComplete, @database, @pool, @createdAt, @startedAt, @endedAt,
           @error, @params, @result, @cancelRequested)`,
       )
@@ -271,8 +280,7 @@ export class MetaStore {
   }
 
   updateOperation(op: OperationRecord): void {
-    this.db
-      .prepare(
+    this.sql(
         `update operations set state = @state, percent_complete = @percentComplete, started_at = @startedAt, ended_at = @endedAt,
           error = @error, result = @result, cancel_requested = @cancelRequested, database_name = @database where id = @id`,
       )
@@ -280,7 +288,7 @@ export class MetaStore {
   }
 
   getOperation(id: string): OperationRecord | undefined {
-    const row = this.db.prepare('select * from operations where id = ?').get(id) as Row | undefined;
+    const row = this.sql('select * from operations where id = ?').get(id) as Row | undefined;
     return row && toOperation(row);
   }
 
@@ -296,12 +304,12 @@ export class MetaStore {
       args.push(filter.database);
     }
     const sql = `select * from operations ${where.length > 0 ? `where ${where.join(' and ')}` : ''} order by created_at desc, id limit ?`;
-    return (this.db.prepare(sql).all(...args, filter.limit ?? 1000) as Row[]).map(toOperation);
+    return (this.sql(sql).all(...args, filter.limit ?? 1000) as Row[]).map(toOperation);
   }
 
   countOperationsByState(): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const r of this.db.prepare('select state, count(*) n from operations group by state').all() as Array<{ state: string; n: number }>) out[r.state] = r.n;
+    for (const r of this.sql('select state, count(*) n from operations group by state').all() as Array<{ state: string; n: number }>) out[r.state] = r.n;
     return out;
   }
 }
