@@ -18,8 +18,8 @@
 import * as path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { GeodrError } from '../errors.js';
-import { checksumEquals, checksumHex, PageHashes, type Checksum } from './checksum.js';
-import { NodeFs, type EngineFs } from './fs.js';
+import { checksumEquals, checksumFromHex, checksumHex, PageHashes, type Checksum } from './checksum.js';
+import { NodeFs, readWholeFile, writeFileAtomic, type EngineFs } from './fs.js';
 import { readMeta, writeMeta, type DatabaseMeta } from './meta.js';
 import { hashLogicalDb, lockBytePage, prepareRollbackPageOne, writePages } from './pagefile.js';
 import { PrimaryDatabase, type PrimaryOptions } from './primary.js';
@@ -80,6 +80,18 @@ function decodeState(b: Buffer, dbId: string): { seq: number; pos: ReplicaPositi
     },
   };
 }
+
+/** How {@link ReplicaDatabase.convertFromPrimary} turns a primary into a replica. */
+export interface ConversionPlan {
+  /** The primary's state when it closed (its last TXID, checksum, page count). */
+  position: ReplicaPosition;
+  /** The epoch of the primary this copy now follows. */
+  epoch: number;
+  /** An incremental unit from the new primary, inside the state directory. */
+  unitFile?: string;
+}
+
+const CONVERT_FILE = 'convert.json';
 
 export interface ReadTransaction {
   conn: Connection;
@@ -188,6 +200,92 @@ export class ReplicaDatabase {
     writeMeta(efs, r.stateDir, meta);
     r.start();
     return r;
+  }
+
+  /**
+   * Turns a closed primary into a replica in place: the old primary of a failover
+   * rejoining its new primary. With `unitFile` (an incremental unit from the new
+   * primary, starting at the TXID where the two histories part) the pages it names are
+   * written first, which both rewinds what this copy wrote on its own and brings it up
+   * to the unit's TXID; without one (a planned failover, nothing diverged) the copy
+   * stays at `position`. The plan is written to `convert.json` first, so a crash at any
+   * later step is finished by {@link resumeConversion}; the unit file must therefore
+   * live inside the state directory. The result is verified by a full rehash at open.
+   */
+  static convertFromPrimary(opts: ReplicaOptions, plan: ConversionPlan): ReplicaDatabase {
+    const r = new ReplicaDatabase(opts);
+    const efs = r.efs;
+    const meta = readMeta(efs, r.stateDir);
+    if (meta === undefined) throw new GeodrError('INVALID_ARGUMENT', 'no database here (missing meta)', { database: r.name, object: r.stateDir });
+    if (meta.role !== 'primary') throw new GeodrError('INVALID_ARGUMENT', 'only a primary is converted into a replica', { database: r.name });
+    if (plan.unitFile !== undefined && path.dirname(path.resolve(plan.unitFile)) !== r.stateDir) {
+      throw new GeodrError('INVALID_ARGUMENT', 'the catch-up unit must be inside the state directory (it is needed again after a crash)', { database: r.name, object: plan.unitFile });
+    }
+    if (plan.unitFile !== undefined) {
+      // Checked whole before the file is touched: a bad unit must leave the primary as it was.
+      const fd = efs.open(plan.unitFile, 'r', 'replica.convert.check');
+      try {
+        streamUnit(efs, fd, 0, { object: plan.unitFile, dbId: meta.dbId }, () => undefined, 'replica.convert.check');
+      } finally {
+        efs.close(fd, 'replica.convert.check');
+      }
+    }
+    writeFileAtomic(efs, path.join(r.stateDir, CONVERT_FILE), Buffer.from(JSON.stringify({ ...plan, position: { ...plan.position, checksum: checksumHex(plan.position.checksum) } })), 'replica.convert.plan');
+    r.finishConversion(meta);
+    return r;
+  }
+
+  /** Finishes a conversion a crash interrupted; undefined when none is pending. */
+  static resumeConversion(opts: ReplicaOptions): ReplicaDatabase | undefined {
+    const r = new ReplicaDatabase(opts);
+    const meta = readMeta(r.efs, r.stateDir);
+    if (meta === undefined || readWholeFile(r.efs, path.join(r.stateDir, CONVERT_FILE), 'replica.convert.read') === undefined) return undefined;
+    r.finishConversion(meta);
+    return r;
+  }
+
+  private finishConversion(meta: DatabaseMeta): void {
+    const efs = this.efs;
+    const planFile = path.join(this.stateDir, CONVERT_FILE);
+    const raw = JSON.parse(readWholeFile(efs, planFile, 'replica.convert.read')!.toString('utf8')) as { unitFile?: string; epoch: number; position: Omit<ReplicaPosition, 'checksum'> & { checksum: string } };
+    let pos: ReplicaPosition = { ...raw.position, checksum: checksumFromHex(raw.position.checksum), epoch: Math.max(raw.epoch, raw.position.epoch) };
+    if (meta.role === 'primary') {
+      // Every step below is idempotent: a resumed conversion simply does them all again.
+      efs.unlink(`${this.file}-wal`, 'replica.convert');
+      efs.unlink(`${this.file}-shm`, 'replica.convert');
+      const fd = efs.open(this.file, 'r+', 'replica.convert');
+      try {
+        if (raw.unitFile !== undefined) {
+          const ufd = efs.open(raw.unitFile, 'r', 'replica.convert.read');
+          try {
+            const h = streamUnit(efs, ufd, 0, { object: raw.unitFile, dbId: meta.dbId }, (pages) => writePages(efs, fd, meta.pageSize, pages, 'replica.convert.write'), 'replica.convert.read');
+            pos = { txid: h.txid, epoch: Math.max(raw.epoch, h.epoch), pageCount: h.commitSize, checksum: h.post, timestamp: h.timestamp };
+          } finally {
+            efs.close(ufd, 'replica.convert.read');
+          }
+        }
+        efs.truncate(fd, pos.pageCount * meta.pageSize, 'replica.convert.write');
+        const p1 = Buffer.alloc(meta.pageSize);
+        efs.read(fd, p1, 0, meta.pageSize, 0, 'replica.convert.read');
+        prepareRollbackPageOne(p1, 0, pos.pageCount);
+        efs.write(fd, p1, 0, 'replica.convert.write');
+        efs.sync(fd, 'replica.convert.sync');
+      } finally {
+        efs.close(fd, 'replica.convert');
+      }
+      const stateFile = path.join(this.stateDir, 'replica.state');
+      const sfd = efs.open(stateFile, 'w+', 'replica.state.write');
+      efs.write(sfd, encodeState(meta.dbId, 1, pos), STATE_SLOT, 'replica.state.write');
+      efs.sync(sfd, 'replica.state.sync');
+      efs.close(sfd, 'replica.state.write');
+      efs.unlink(path.join(this.stateDir, 'redo.journal'), 'replica.convert');
+      writeMeta(efs, this.stateDir, { dbId: meta.dbId, role: 'replica', epoch: pos.epoch, pageSize: meta.pageSize, base: { txid: pos.txid, checksum: pos.checksum, timestamp: pos.timestamp } });
+    }
+    // The primary's history now describes a lineage this copy left; the caller kept what it needs.
+    for (const sub of ['log', 'levels', 'snapshots', 'scratch']) efs.unlink(path.join(this.stateDir, sub), 'replica.convert.cleanup');
+    if (raw.unitFile !== undefined) efs.unlink(raw.unitFile, 'replica.convert.cleanup');
+    efs.unlink(planFile, 'replica.convert.done');
+    this.start();
   }
 
   /** Opens an existing replica, repairing an interrupted apply. */
@@ -451,11 +549,12 @@ export class ReplicaDatabase {
    * Turns this replica into a primary at its TXID: the epoch rises, a base snapshot
    * is written, and the database switches to WAL mode with capture on.
    */
-  promote(options: Omit<PrimaryOptions, 'file' | 'stateDir' | 'efs'> = {}): PrimaryDatabase {
+  promote(options: Omit<PrimaryOptions, 'file' | 'stateDir' | 'efs'> & { epoch?: number } = {}): PrimaryDatabase {
     this.ensureOpen();
     if (this.activeReads > 0) throw new GeodrError('BUSY', 'read transactions are open', { database: this.name });
     const efs = this.efs;
-    const epoch = this.pos.epoch + 1;
+    // A caller that knows of newer epochs (another failover it heard of) asks for one above them all.
+    const epoch = Math.max(this.pos.epoch + 1, options.epoch ?? 0);
     const pos = this.pos;
     writeFullSnapshot(efs, path.join(this.stateDir, 'snapshots'), { efs, dbFd: this.fd, pageSize: this.meta.pageSize, pageCount: pos.pageCount }, {
       dbId: this.meta.dbId,
@@ -469,7 +568,8 @@ export class ReplicaDatabase {
     this.close();
     efs.unlink(path.join(this.stateDir, 'replica.state'), 'replica.promote');
     efs.unlink(path.join(this.stateDir, 'redo.journal'), 'replica.promote');
-    return PrimaryDatabase.open({ ...options, file: this.file, stateDir: this.stateDir, efs });
+    const { epoch: _epoch, ...primaryOptions } = options;
+    return PrimaryDatabase.open({ ...primaryOptions, file: this.file, stateDir: this.stateDir, efs });
   }
 
   close(): void {

@@ -119,10 +119,10 @@ function viewSource(v: PinnedView): LogicalDb {
  * Takes a full snapshot of a live primary. Writers are held up only for the
  * capture that pins the view; the copy yields to the event loop between batches.
  */
-export async function takeSnapshot(db: PrimaryDatabase): Promise<SnapshotRef> {
+export async function takeSnapshot(db: PrimaryDatabase, dir = path.join(db.stateDir, 'snapshots')): Promise<SnapshotRef> {
   const view = db.pin();
   try {
-    const gen = fullSnapshotSteps(view.efs, path.join(db.stateDir, 'snapshots'), viewSource(view), view);
+    const gen = fullSnapshotSteps(view.efs, dir, viewSource(view), view);
     for (let r = gen.next(); ; r = gen.next()) {
       if (r.done === true) return r.value;
       await yieldToLoop();
@@ -132,22 +132,39 @@ export async function takeSnapshot(db: PrimaryDatabase): Promise<SnapshotRef> {
   }
 }
 
+export interface IncrementalOptions {
+  /** Where the unit file goes (default: the database's snapshots directory). */
+  dir?: string;
+  /**
+   * Pages to include whether or not they changed: a rejoining copy names the pages it
+   * wrote on its own, so one unit both rewinds them and brings it forward.
+   */
+  extraPages?: Iterable<number>;
+  /** The checksum at sinceTxid, needed when no record follows it (nothing changed since). */
+  sinceChecksum?: Checksum;
+}
+
 /**
  * Takes an incremental snapshot: the current image of every page changed since
- * `sinceTxid` (found from the log), as one unit from sinceTxid to now.
+ * `sinceTxid` (found from the log), as one unit from sinceTxid to now. Returns
+ * undefined when there is nothing to send.
  */
-export async function takeIncrementalSnapshot(db: PrimaryDatabase, sinceTxid: number): Promise<SnapshotRef | undefined> {
+export async function takeIncrementalSnapshot(db: PrimaryDatabase, sinceTxid: number, options: IncrementalOptions = {}): Promise<SnapshotRef | undefined> {
   const view = db.pin();
   try {
-    if (sinceTxid >= view.txid) return undefined;
-    const changed = new Set<number>();
+    const extra = [...(options.extraPages ?? [])];
+    if (sinceTxid > view.txid || (sinceTxid === view.txid && extra.length === 0)) return undefined;
+    const changed = new Set<number>(extra);
     let pre: Checksum | undefined;
     for (const r of db.records(sinceTxid + 1, view.txid)) {
       pre ??= r.pre;
       for (const [p] of r.pages) changed.add(p);
     }
-    const pages = [...changed].filter((p) => p <= view.pageCount).sort((a, b) => a - b);
-    const dir = path.join(db.stateDir, 'snapshots');
+    pre ??= options.sinceChecksum ?? (sinceTxid === view.txid ? view.checksum : undefined);
+    if (pre === undefined) throw new GeodrError('LOG_GAP', `no record after TXID ${sinceTxid} in the local log`, { database: view.dbId, txid: sinceTxid });
+    const lock = lockBytePage(view.pageSize);
+    const pages = [...changed].filter((p) => p >= 1 && p <= view.pageCount && p !== lock).sort((a, b) => a - b);
+    const dir = options.dir ?? path.join(db.stateDir, 'snapshots');
     view.efs.mkdir(dir, 'snapshot.mkdir');
     const file = path.join(dir, incrementalSnapshotName(sinceTxid, view.txid));
     const tmp = `${file}.tmp`;
