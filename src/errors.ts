@@ -50,7 +50,10 @@ export const ERROR_CODES = {
   VAULT_CORRUPT: { status: 422, retryable: false, summary: 'A vault object failed its checksum, decryption or structure test; the object is named.' },
   KEY_UNAVAILABLE: { status: 500, retryable: false, summary: 'A vault object is encrypted with a key id this server does not have, or the key is wrong.' },
   INTERNAL: { status: 500, retryable: false, summary: 'A bug: something failed that geodr did not expect. The message and logs say what.' },
+  REPLICATION_TIMEOUT: { status: 504, retryable: false, summary: 'A write asked for sync durability committed on the primary, but no secondary confirmed it in time; it may still arrive there.' },
   UNAVAILABLE: { status: 503, retryable: true, summary: 'The server is starting up or shutting down, or the database is being moved; try again.' },
+  TENANT_OFFLINE: { status: 503, retryable: true, summary: "The shard map marks the key's mapping (or its shard) offline: the tenant is being restored, moved or was taken offline." },
+  MAPPING_STALE: { status: 409, retryable: false, summary: "The database a request was routed to no longer owns the key at the mapping version the request carried; refresh from the shard map and retry." },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -76,6 +76,33 @@ const BackupSchema = z.strictObject({
 
 export type VaultSpec = z.infer<typeof VaultSpecSchema>;
 
+const PeerSchema = z.strictObject({
+  /** The peer server's configured name (what `ADD SECONDARY ON SERVER <name>` says). */
+  name: nameField('server'),
+  /** How this server reaches it; a proxy in between is fine. */
+  url: z.url({ protocol: /^https?$/, error: 'url must be an http(s) URL such as http://127.0.0.1:7481' }),
+  /** An admin token of the peer: replication and failover calls use it. */
+  token: z.string().min(16, 'a peer token needs at least 16 characters'),
+  /** The peer's region, for listings. */
+  region: nameField('region').optional(),
+});
+
+const ReplicationSchema = z.strictObject({
+  /** A write asked for with sync durability fails with REPLICATION_TIMEOUT if no secondary confirms it within this. */
+  syncTimeoutMs: z.number().int().min(10).max(600_000).default(5_000),
+  /** A planned failover gives up (and the primary takes writes again) if the secondary is not caught up within this. */
+  failoverTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
+  /** Heartbeats on an idle stream; a stream silent for 4 of these is broken. */
+  heartbeatMs: z.number().int().min(20).max(60_000).default(250),
+  /** Timeout of one call to a peer (probe, relink, fence). */
+  peerTimeoutMs: z.number().int().min(50).max(600_000).default(2_000),
+  /** Longest wait between reconnection attempts of a broken link. */
+  maxBackoffMs: z.number().int().min(10).max(600_000).default(1_000),
+});
+
+export type PeerConfig = z.infer<typeof PeerSchema>;
+export type ReplicationConfig = z.infer<typeof ReplicationSchema>;
+
 export const ServerConfigSchema = z.strictObject({
   name: nameField('server').default('server1'),
   region: nameField('region').default('local'),
@@ -95,6 +122,11 @@ export const ServerConfigSchema = z.strictObject({
   /** Paired region name (for recoverable-database listings). */
   pairedRegion: nameField('region').optional(),
   backup: BackupSchema.default(BackupSchema.parse({})),
+  /** The URL clients reach this server at (failover group listeners point here). Default: http://host:port. */
+  advertiseUrl: z.url({ protocol: /^https?$/, error: 'advertiseUrl must be an http(s) URL' }).optional(),
+  /** Other servers this one replicates with, by name. */
+  peers: z.array(PeerSchema).default([]),
+  replication: ReplicationSchema.default(ReplicationSchema.parse({})),
   /** Pool that databases created without one join; created at start if missing. */
   defaultPool: nameField('pool').default('default'),
 });
@@ -173,6 +205,12 @@ export function loadConfig(sources: ConfigSources): ServerConfig {
   const base = sources.file !== undefined ? path.dirname(sources.file) : process.cwd();
   for (const v of [config.vault, config.pairedVault]) if (v?.type === 'fs') v.path = path.resolve(base, v.path);
   if (config.backup.keyFile !== undefined) config.backup.keyFile = path.resolve(base, config.backup.keyFile);
+  const peerNames = new Set<string>();
+  for (const p of config.peers) {
+    if (p.name === config.name) throw new GeodrError('INVALID_ARGUMENT', `invalid server configuration: peers lists this server itself (${p.name})`, { object: sources.file });
+    if (peerNames.has(p.name)) throw new GeodrError('INVALID_ARGUMENT', `invalid server configuration: peer ${p.name} is listed twice`, { object: sources.file });
+    peerNames.add(p.name);
+  }
   if (!config.tokens.some((t) => t.role === 'admin')) {
     throw new GeodrError('INVALID_ARGUMENT', 'invalid server configuration: no admin token; add one under "tokens" or set GEODR_ADMIN_TOKEN', { object: sources.file });
   }

@@ -28,6 +28,8 @@ export interface HostOptions {
   onOpenChange?: (open: number) => void;
   /** Returning true keeps an idle database open (its records are not in the vault yet). */
   keepOpen?: (t: Tenant) => boolean;
+  /** Called before waiting for exclusive use: long-lived leases (replication streams) let go. */
+  beforeExclusive?: (name: string) => void;
   /** Failures in background work (idle sweep, close): nobody else would hear of them. */
   onError?: (error: unknown, database: string) => void;
 }
@@ -111,6 +113,11 @@ export class DatabaseHost {
     return this.open.size;
   }
 
+  /** The open database of that name, if it is open (no lease taken). */
+  peek(name: string): Tenant | undefined {
+    return this.open.get(name);
+  }
+
   openTenants(): Tenant[] {
     return [...this.open.values()];
   }
@@ -130,6 +137,8 @@ export class DatabaseHost {
     } else {
       const rec = this.opts.store.getDatabase(name);
       if (rec === undefined) throw new GeodrError('NOT_FOUND', `database ${JSON.stringify(name)} does not exist`, { database: name });
+      // A geo-secondary is served by the replication manager; here it would be opened as a primary.
+      if (rec.role === 'secondary') throw new GeodrError('UNAVAILABLE', `database ${name} is a geo-secondary that is not ready for reads yet (seeding)`, { database: name });
       t = this.openTenant(rec);
       this.open.set(name, t);
       // Leased before evicting, so the eviction can never pick the database just opened.
@@ -204,6 +213,7 @@ export class DatabaseHost {
     if (this.exclusive.has(name)) throw new GeodrError('CONFLICT', 'another change to this database is in progress', { database: name });
     this.exclusive.add(name);
     try {
+      this.opts.beforeExclusive?.(name);
       const t = this.open.get(name);
       if (t !== undefined) {
         const deadline = Date.now() + this.opts.writeWaitMs;

@@ -11,11 +11,11 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { GeodrError, isGeodrError } from '../errors.js';
 import type { Limits } from './config.js';
-import type { SqlResult, SqlSession, SqlStatement, SqlValue } from './sql.js';
+import type { SessionOptions, SqlResult, SqlSession, SqlStatement, SqlValue } from './sql.js';
 import { checkStatement, splitStatements } from './sqlguard.js';
 
 export interface HranaOptions {
-  openSession: (database: string) => SqlSession;
+  openSession: (database: string, options: SessionOptions) => SqlSession;
   limits: Limits;
 }
 
@@ -70,10 +70,10 @@ export class HranaEndpoint {
   constructor(private readonly opts: HranaOptions) {}
 
   /** One pipeline request body → response body. */
-  async pipeline(database: string, principal: string, body: unknown, version: 2 | 3): Promise<unknown> {
+  async pipeline(database: string, principal: string, body: unknown, version: 2 | 3, options: SessionOptions = {}): Promise<unknown> {
     if (this.closed) throw new GeodrError('UNAVAILABLE', 'the server is shutting down', { database });
     const { baton, requests } = this.parseBody(body);
-    const stream = baton === undefined ? this.open(database, principal) : this.take(baton, database, principal);
+    const stream = baton === undefined ? this.open(database, principal, options) : this.take(baton, database, principal);
     // Each request answers its own failure; later ones run regardless, as the protocol says.
     const results: StreamResult[] = [];
     for (const [i, req] of requests.entries()) results.push(await this.request(stream, req, `requests[${i}]`, version));
@@ -98,8 +98,8 @@ export class HranaEndpoint {
     return { baton: typeof b.baton === 'string' ? b.baton : undefined, requests: b.requests };
   }
 
-  private open(database: string, principal: string): Stream {
-    const s: Stream = { database, principal, session: this.opts.openSession(database), sqls: new Map(), timer: undefined, closed: false, txExpired: false };
+  private open(database: string, principal: string, options: SessionOptions): Stream {
+    const s: Stream = { database, principal, session: this.opts.openSession(database, options), sqls: new Map(), timer: undefined, closed: false, txExpired: false };
     this.live.add(s);
     return s;
   }

@@ -16,9 +16,11 @@ import { HranaEndpoint } from './hrana.js';
 import type { ServerMetrics } from './metrics.js';
 import { validateName } from './names.js';
 import type { ServerService } from './service.js';
-import { SqlSession, type SqlContext, type SqlResult, type SqlStatement } from './sql.js';
+import { SqlSession, type SessionOptions, type SqlContext, type SqlResult, type SqlStatement } from './sql.js';
 import { decodeValue, encodeValue } from './values.js';
 import type { OperationRecord } from './store.js';
+import type { ReplicationManager } from '../replication/manager.js';
+import { registerReplicationRoutes } from '../replication/routes.js';
 
 export const API_VERSION = '2026-11-01';
 
@@ -38,6 +40,7 @@ export interface AppDeps {
   version: string;
   /** False while starting and draining: /readyz answers 503 and new SQL is refused. */
   isReady: () => boolean;
+  replication?: ReplicationManager;
 }
 
 const NAME = { type: 'string', minLength: 1, maxLength: 200 } as const;
@@ -133,6 +136,24 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const ready = (): void => {
     if (!deps.isReady()) throw new GeodrError('UNAVAILABLE', 'the server is starting or shutting down');
   };
+  /**
+   * Per-request SQL options from headers, the same for the JSON endpoint and libSQL's:
+   * `Geodr-Durability: sync` waits for a geo-secondary; `Geodr-Min-Epoch: n` refuses a
+   * copy older than an epoch the client has already seen. Every answer says the epoch.
+   */
+  const sqlOptions = (req: Req, reply: FastifyReply, db: string): SessionOptions => {
+    const d = req.headers['geodr-durability'];
+    if (d !== undefined && d !== 'sync' && d !== 'local') throw new GeodrError('INVALID_ARGUMENT', `header Geodr-Durability must be "sync" or "local", got ${JSON.stringify(d)}`, { database: db });
+    const me = req.headers['geodr-min-epoch'];
+    if (me !== undefined) {
+      const n = Number(me);
+      if (typeof me !== 'string' || !Number.isSafeInteger(n) || n < 0) throw new GeodrError('INVALID_ARGUMENT', `header Geodr-Min-Epoch must be a non-negative integer, got ${JSON.stringify(me)}`, { database: db });
+      deps.replication?.checkMinEpoch(db, n);
+    }
+    const rec = service.store.getDatabase(db);
+    if (rec !== undefined) void reply.header('geodr-epoch', String(deps.replication?.epochOf(rec) ?? rec.epoch));
+    return { durability: d === 'sync' ? 'sync' : 'local', admin: req.principal!.role === 'admin' };
+  };
 
   // Health
 
@@ -212,12 +233,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   app.put<{
     Params: { db: string };
-    Body: { createMode?: string; elasticPoolName?: string; sourceDatabaseName?: string; sourceDatabaseId?: string; restorePointInTime?: string; restorePointTxid?: number };
+    Body: { createMode?: string; elasticPoolName?: string; sourceServer?: string; sourceDatabaseName?: string; sourceDatabaseId?: string; restorePointInTime?: string; restorePointTxid?: number };
   }>(
     '/v1/databases/:db',
     {
       schema: {
-        summary: 'Create a database. Default creates an empty one (201; repeating the same request answers 200). PointInTimeRestore, Restore, Recovery and RestoreLongTermRetentionBackup restore from backups (202 and an operation). Copy and Secondary come with geo-replication (501 until then).',
+        summary: 'Create a database. Default creates an empty one (201; repeating the same request answers 200). PointInTimeRestore, Restore, Recovery and RestoreLongTermRetentionBackup restore from backups (202 and an operation). Secondary (a readable geo-secondary of sourceServer/sourceDatabaseName, seeded as an operation) and Copy (a one-time copy that becomes independent) answer 202 too.',
         tags: ['databases'],
         params: dbParams,
         body: {
@@ -226,7 +247,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
           properties: {
             createMode: { type: 'string', description: 'Default | Copy | Secondary | PointInTimeRestore | Restore | Recovery | RestoreLongTermRetentionBackup' },
             elasticPoolName: NAME,
-            sourceDatabaseName: { ...NAME, description: 'PointInTimeRestore: the database on this server to restore' },
+            sourceServer: { ...NAME, description: 'Secondary, Copy: the server holding the primary (one of this server\'s peers)' },
+            sourceDatabaseName: { ...NAME, description: 'PointInTimeRestore: the database on this server to restore; Secondary, Copy: the primary on sourceServer' },
             sourceDatabaseId: { type: 'string', maxLength: 64, description: 'Restore, Recovery, RestoreLongTermRetentionBackup: the database id (restorableDroppedDatabases, recoverableDatabases)' },
             restorePointInTime: { type: 'string', maxLength: 64, description: 'ISO-8601 time to restore to (default: the latest point)' },
             restorePointTxid: { type: 'integer', minimum: 0, description: 'exact TXID to restore to (or the long-term backup to restore)' },
@@ -517,14 +539,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         body: { ...statementSchema, properties: { ...statementSchema.properties, transaction: { type: 'string', description: 'an interactive transaction id' } } },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       ready();
       dbAccess(req, req.params.db);
+      const options = sqlOptions(req, reply, req.params.db);
       const stmt = toStatement(req.body, '');
       if (req.body.transaction !== undefined) {
         return resultView(await onTx(req, req.params.db, req.body.transaction, (s) => s.execute(stmt)));
       }
-      const s = new SqlSession(deps.sql, req.params.db);
+      const s = new SqlSession(deps.sql, req.params.db, options);
       try {
         return resultView(await s.execute(stmt));
       } finally {
@@ -547,15 +570,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       ready();
       dbAccess(req, req.params.db);
+      const options = sqlOptions(req, reply, req.params.db);
       const stmts = req.body.statements.map((s, i) => toStatement(s, `statements[${i}].`));
       const results =
         req.body.transaction !== undefined
           ? await onTx(req, req.params.db, req.body.transaction, (s) => s.batch(stmts))
           : await (async () => {
-              const s = new SqlSession(deps.sql, req.params.db);
+              const s = new SqlSession(deps.sql, req.params.db, options);
               try {
                 return await s.batch(stmts);
               } finally {
@@ -582,7 +606,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     async (req, reply) => {
       ready();
       dbAccess(req, req.params.db);
-      const s = new SqlSession(deps.sql, req.params.db);
+      const s = new SqlSession(deps.sql, req.params.db, sqlOptions(req, reply, req.params.db));
       await s.begin(req.body?.mode ?? 'write', req.body?.timeoutMs);
       const id = randomUUID();
       transactions.set(id, { session: s, database: req.params.db, principal: req.principal!.name, chain: Promise.resolve() });
@@ -617,22 +641,24 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   // SQL (libSQL remote protocol: Hrana over HTTP). Clients use the URL
   // http://host:port/v1/databases/<db>/ — with the trailing slash.
-  const hrana = new HranaEndpoint({ openSession: (db: string) => new SqlSession(deps.sql, db), limits: config.limits });
+  const hrana = new HranaEndpoint({ openSession: (db: string, options: SessionOptions) => new SqlSession(deps.sql, db, options), limits: config.limits });
   app.addHook('onClose', async () => hrana.close());
   for (const version of [2, 3] as const) {
     app.get<{ Params: { db: string } }>(`/v1/databases/:db/v${version}`, { schema: { hide: true, params: dbParams } }, async (req) => {
       dbAccess(req, req.params.db);
       return { version };
     });
-    app.post<{ Params: { db: string }; Body: unknown }>(`/v1/databases/:db/v${version}/pipeline`, { schema: { hide: true, params: dbParams } }, async (req) => {
+    app.post<{ Params: { db: string }; Body: unknown }>(`/v1/databases/:db/v${version}/pipeline`, { schema: { hide: true, params: dbParams } }, async (req, reply) => {
       ready();
       dbAccess(req, req.params.db);
-      return hrana.pipeline(req.params.db, req.principal!.name, req.body, version);
+      return hrana.pipeline(req.params.db, req.principal!.name, req.body, version, sqlOptions(req, reply, req.params.db));
     });
   }
   app.post('/v1/databases/v2/pipeline', { schema: { hide: true } }, async () => {
     throw new GeodrError('INVALID_ARGUMENT', 'the libSQL URL must name the database and end with a slash: http://host:port/v1/databases/<db>/');
   });
+
+  if (deps.replication !== undefined) registerReplicationRoutes(app, deps.replication, deps.isReady);
 
   return app;
 }

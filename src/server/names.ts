@@ -1,7 +1,7 @@
 /** Names of servers, pools, databases and regions: safe as file names, URL segments and labels. */
 import { GeodrError } from '../errors.js';
 
-export type NameKind = 'database' | 'pool' | 'server' | 'region' | 'token' | 'restore point';
+export type NameKind = 'database' | 'pool' | 'server' | 'region' | 'token' | 'restore point' | 'failover group';
 
 export const MAX_NAME_LENGTH = 128;
 

@@ -19,6 +19,7 @@ import { OperationManager } from './operations.js';
 import { ServerService } from './service.js';
 import { MetaStore } from './store.js';
 import { BackupService } from './backup.js';
+import { ReplicationManager } from '../replication/manager.js';
 import { VERSION } from '../version.js';
 
 export interface StartOptions {
@@ -54,6 +55,7 @@ export class GeodrServer {
     try {
       const store = new MetaStore(path.join(config.dataDir, 'server.db'));
       const backupRef: { current?: BackupService } = {};
+      const replicationRef: { current?: ReplicationManager } = {};
       const host = new DatabaseHost({
         dataDir: config.dataDir,
         store,
@@ -64,6 +66,7 @@ export class GeodrServer {
         groupCommitMs: config.groupCommitMs,
         onError: (err, database) => logger.error({ err, database }, 'closing a database failed'),
         keepOpen: (t) => backupRef.current?.mustStayOpen(t) ?? false,
+        beforeExclusive: (name) => replicationRef.current?.source.endStreams(name, 'the database is being changed', 'UNAVAILABLE'),
       });
       const operations = new OperationManager(store, (pool) => (pool === null ? 4 : (store.getPool(pool)?.maxConcurrentOperations ?? 1)), (op) =>
         logger.info({ operation: op.id, kind: op.kind, state: op.state, database: op.database }, 'operation'),
@@ -75,6 +78,9 @@ export class GeodrServer {
       service.defaultRetentionDays = config.backup.retentionDays;
       service.recover();
       service.ensurePool(config.defaultPool);
+      const replication = new ReplicationManager({ config, store, host, service, logger });
+      replicationRef.current = replication;
+      service.replication = replication;
       const metrics = new ServerMetrics(
         () => host,
         () => store,
@@ -85,12 +91,13 @@ export class GeodrServer {
       const app = await buildApp({
         config,
         service,
-        sql: { host, store, limits: config.limits, onStatement: (database, write) => metrics.statements.inc({ database, kind: write ? 'write' : 'read' }) },
+        sql: { host, store, limits: config.limits, onStatement: (database, write) => metrics.statements.inc({ database, kind: write ? 'write' : 'read' }), replication },
         auth: new Authenticator(config.tokens),
         metrics,
         logger,
         version: VERSION,
         isReady: () => server.current?.ready ?? false,
+        replication,
       });
       const s = new GeodrServer(config, service, app, logger, releaseLock);
       server.current = s;
@@ -98,6 +105,8 @@ export class GeodrServer {
       const addr = app.server.address();
       const port = typeof addr === 'object' && addr !== null ? addr.port : config.port;
       s.url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+      config.advertiseUrl ??= s.url;
+      replication.start();
       const resumed = operations.resume();
       backup.start();
       s.ready = true;
@@ -118,8 +127,11 @@ export class GeodrServer {
       this.ready = false;
       this.logger.info('draining');
       try {
+        // Replication streams are long-lived responses: end them, or close would wait for them forever.
+        this.service.replication?.source.endStreams(undefined, 'the server is shutting down', 'UNAVAILABLE');
         await this.app.close();
         await this.service.operations.stop();
+        await this.service.replication?.stop();
         await this.service.backup?.stop();
         await this.service.host.closeAll();
         this.service.store.close();

@@ -12,6 +12,7 @@ import { DatabaseHost } from './host.js';
 import { validateName } from './names.js';
 import { OperationManager, type OperationContext } from './operations.js';
 import type { BackupService } from './backup.js';
+import type { ReplicationManager } from '../replication/manager.js';
 import { durationMs } from './backup.js';
 import type { DatabaseRecord, DroppedRecord, LtrPolicy, MetaStore, OperationRecord, PoolRecord } from './store.js';
 
@@ -25,6 +26,8 @@ export interface CreateOptions {
   sourceDatabaseId?: string | undefined;
   restorePointInTime?: string | undefined;
   restorePointTxid?: number | undefined;
+  /** Secondary and Copy: the server holding the primary (a configured peer). */
+  sourceServer?: string | undefined;
   /** Internal: a PointInTimeRestore that names its source by database id (restore points). */
   bySourceId?: boolean;
 }
@@ -44,7 +47,8 @@ export interface DatabaseView {
   dbId: string;
   pool: string;
   role: string;
-  status: 'Online';
+  /** Online; Seeding (a secondary not readable yet); Fenced (a deposed primary rejoining as a secondary). */
+  status: 'Online' | 'Seeding' | 'Fenced';
   createMode: string;
   createdAt: string;
   sizeBytes: number;
@@ -65,6 +69,8 @@ export interface PoolView extends PoolRecord {
 export class ServerService {
   /** Set when the server has a vault; restores and policies need it. */
   backup: BackupService | undefined;
+  /** Geo-replication: secondaries, links, failover. */
+  replication: ReplicationManager | undefined;
   defaultRetentionDays = 7;
 
   constructor(
@@ -148,6 +154,10 @@ export class ServerService {
     this.store.deletePool(name);
   }
 
+  requirePoolRecord(name: string): PoolRecord {
+    return this.requirePool(name);
+  }
+
   private requirePool(name: string): PoolRecord {
     validateName('pool', name);
     const p = this.store.getPool(name);
@@ -157,6 +167,10 @@ export class ServerService {
 
   private poolView(p: PoolRecord): PoolView {
     return { ...p, databaseCount: this.store.countDatabases(p.name), usedBytes: this.host.poolUsedBytes(p.name) };
+  }
+
+  checkPoolRoom(pool: PoolRecord, extraBytes: number): void {
+    this.checkRoom(pool, extraBytes);
   }
 
   private checkRoom(pool: PoolRecord, extraBytes: number): void {
@@ -194,7 +208,8 @@ export class ServerService {
       throw new GeodrError('INVALID_ARGUMENT', `createMode ${JSON.stringify(mode)} is not one of ${CREATE_MODES.join(', ')}`, { database: name });
     }
     if (mode === 'Copy' || mode === 'Secondary') {
-      throw new GeodrError('UNSUPPORTED', `createMode ${mode} is not available on this server yet (it comes with geo-replication)`, { database: name });
+      if (this.replication === undefined) throw new GeodrError('UNSUPPORTED', `createMode ${mode} needs geo-replication, which this server does not run`, { database: name });
+      return { operation: this.replication.createSecondary(name, { pool: opts.pool, sourceServer: opts.sourceServer, sourceDatabaseName: opts.sourceDatabaseName, copy: mode === 'Copy' }) };
     }
     if (mode !== 'Default') return { operation: this.submitRestore(name, mode as CreateMode, opts) };
     const existing = this.store.getDatabase(name);
@@ -216,7 +231,7 @@ export class ServerService {
   }
 
   /** A new primary's record; its files get a fresh directory id. */
-  private newRecord(name: string, pool: string, createMode: string): DatabaseRecord {
+  newRecord(name: string, pool: string, createMode: string): DatabaseRecord {
     return {
       name,
       id: randomUUID(),
@@ -236,6 +251,8 @@ export class ServerService {
       verifiedAt: 0,
       verifiedTxid: 0,
       verifiedError: null,
+      epochs: [],
+      fencedBy: null,
     };
   }
 
@@ -445,10 +462,14 @@ export class ServerService {
 
   view(d: DatabaseRecord): DatabaseView {
     let live = { sizeBytes: d.sizeBytes, txid: d.txid, checksum: d.checksum, epoch: d.epoch, lastWriteTime: d.lastWriteTime };
-    const open = this.host.openTenants().find((t) => t.name === d.name);
+    const open = this.host.peek(d.name);
+    const replica = this.replication?.replica(d.name);
     if (open !== undefined) {
       const st = open.db.status();
       live = { sizeBytes: st.pageCount * st.pageSize, txid: st.txid, checksum: st.checksum, epoch: st.epoch, lastWriteTime: st.lastWriteTime };
+    } else if (replica !== undefined) {
+      const pos = replica.position;
+      live = { sizeBytes: pos.pageCount * replica.pageSize, txid: pos.txid, checksum: checksumHex(pos.checksum), epoch: pos.epoch, lastWriteTime: pos.timestamp };
     }
     return {
       name: d.name,
@@ -456,7 +477,7 @@ export class ServerService {
       dbId: d.dbId,
       pool: d.pool,
       role: d.role,
-      status: 'Online',
+      status: d.role === 'secondary' && replica === undefined ? 'Seeding' : d.fencedBy !== null ? 'Fenced' : 'Online',
       createMode: d.createMode,
       createdAt: new Date(d.createdAt).toISOString(),
       sizeBytes: live.sizeBytes,

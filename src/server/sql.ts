@@ -7,7 +7,7 @@
  */
 import Database from 'better-sqlite3';
 import { GeodrError, isGeodrError } from '../errors.js';
-import { openConnection, type Connection, type WriteTransaction } from '../engine/index.js';
+import { openConnection, type Connection, type ReadTransaction, type ReplicaDatabase, type WriteTransaction } from '../engine/index.js';
 import type { DatabaseHost, Tenant } from './host.js';
 import { checkStatement, type CheckedStatement } from './sqlguard.js';
 import type { Limits } from './config.js';
@@ -44,7 +44,41 @@ export type TransactionMode = 'write' | 'read' | 'deferred';
 
 type OpenTx =
   | { kind: 'write'; tenant: Tenant; handle: WriteTransaction; timer: NodeJS.Timeout; expiresAt: number }
-  | { kind: 'read'; tenant: Tenant; conn: Connection; timer: NodeJS.Timeout; expiresAt: number; deferred: boolean; snapshotTxid: number };
+  | {
+      kind: 'read';
+      /** Undefined on a geo-secondary: the read runs on the replica, which holds applies back meanwhile. */
+      tenant: Tenant | undefined;
+      replicaRead?: ReadTransaction;
+      conn: Connection;
+      timer: NodeJS.Timeout;
+      expiresAt: number;
+      deferred: boolean;
+      snapshotTxid: number;
+    };
+
+/** How SQL meets geo-replication: secondaries serve reads, primaries may be fenced or held for a failover. */
+export interface ReplicationHooks {
+  /** The replica of a geo-secondary hosted here, or undefined for a primary. */
+  replica(name: string): ReplicaDatabase | undefined;
+  /** Throws when the database may not take writes (fenced, failed over); waits while a failover or a start-up check holds them. */
+  beforeWrite(name: string): Promise<void>;
+  /** Sync durability: resolves once a secondary has applied `txid`. */
+  waitReplicated(name: string, txid: number): Promise<void>;
+  /**
+   * Answers the replication statements and system views (ALTER DATABASE … FAILOVER,
+   * sys.geo_replication_links, …); undefined for ordinary SQL.
+   */
+  statement(database: string, stmt: SqlStatement, admin: boolean): Promise<SqlResult | undefined>;
+}
+
+export type WriteDurability = 'local' | 'sync';
+
+export interface SessionOptions {
+  /** `sync`: a write is acknowledged only once a geo-secondary has applied it. */
+  durability?: WriteDurability;
+  /** The caller holds an admin token: management statements (ALTER DATABASE …) are allowed. */
+  admin?: boolean;
+}
 
 export interface SqlContext {
   host: DatabaseHost;
@@ -52,6 +86,7 @@ export interface SqlContext {
   limits: Limits;
   /** Counts statements for metrics. */
   onStatement?: (database: string, write: boolean) => void;
+  replication?: ReplicationHooks;
 }
 
 const guardCache = new Map<string, CheckedStatement | GeodrError>();
@@ -85,7 +120,28 @@ export class SqlSession {
   constructor(
     private readonly ctx: SqlContext,
     readonly database: string,
+    readonly options: SessionOptions = {},
   ) {}
+
+  private replica(): ReplicaDatabase | undefined {
+    return this.ctx.replication?.replica(this.database);
+  }
+
+  private async writeAllowed(): Promise<void> {
+    await this.ctx.replication?.beforeWrite(this.database);
+  }
+
+  /** Local durability first (the caller waited for it), then the secondary's when asked. */
+  private async replicated(txid: number): Promise<void> {
+    if (this.options.durability === 'sync') {
+      if (this.ctx.replication === undefined) throw new GeodrError('INVALID_ARGUMENT', 'sync durability needs geo-replication, which this server does not run', { database: this.database });
+      await this.ctx.replication.waitReplicated(this.database, txid);
+    }
+  }
+
+  private readOnlySecondary(): GeodrError {
+    return new GeodrError('READ_ONLY', `database ${this.database} is a geo-secondary: it serves reads; send writes to its primary`, { database: this.database });
+  }
 
   get inTransaction(): boolean {
     return this.tx !== undefined;
@@ -98,6 +154,10 @@ export class SqlSession {
   /** Runs one statement. BEGIN/COMMIT/ROLLBACK open and end an interactive transaction. */
   async execute(stmt: SqlStatement): Promise<SqlResult> {
     this.ensureOpen();
+    if (this.ctx.replication !== undefined && this.tx === undefined) {
+      const special = await this.ctx.replication.statement(this.database, stmt, this.options.admin === true);
+      if (special !== undefined) return special;
+    }
     const c = checked(stmt.sql);
     if (c.control !== undefined) return this.control(c);
     this.throwIfExpired();
@@ -164,6 +224,18 @@ export class SqlSession {
     if (this.tx !== undefined) throw new GeodrError('SQL_ERROR', 'cannot start a transaction within a transaction', { database: this.database, details: { sqliteCode: 'SQLITE_ERROR' } });
     const limits = this.ctx.limits;
     const ttl = Math.min(timeoutMs ?? limits.transactionTimeoutMs, limits.transactionTimeoutMs);
+    const replica = this.replica();
+    if (replica !== undefined) {
+      if (mode === 'write') throw this.readOnlySecondary();
+      const expiresAt = Date.now() + ttl;
+      const replicaRead = await replica.beginRead();
+      replicaRead.conn.defaultSafeIntegers(true);
+      const timer = setTimeout(() => this.expire(), ttl);
+      timer.unref();
+      this.tx = { kind: 'read', tenant: undefined, replicaRead, conn: replicaRead.conn, timer, expiresAt, deferred: mode === 'deferred', snapshotTxid: replica.txid };
+      return;
+    }
+    if (mode === 'write') await this.writeAllowed();
     const tenant = this.ctx.host.acquire(this.database);
     try {
       const expiresAt = Date.now() + ttl;
@@ -202,7 +274,7 @@ export class SqlSession {
     if (tx === undefined) throw new GeodrError('SQL_ERROR', 'cannot commit - no transaction is active', { database: this.database, details: { sqliteCode: 'SQLITE_ERROR' } });
     if (tx.kind === 'read') {
       this.finish(tx);
-      return tx.tenant.db.txid;
+      return tx.snapshotTxid;
     }
     let txid: number;
     try {
@@ -215,6 +287,7 @@ export class SqlSession {
       this.finish(tx);
     }
     await tx.tenant.db.waitDurable(txid);
+    await this.replicated(txid);
     return txid;
   }
 
@@ -238,27 +311,30 @@ export class SqlSession {
    */
   private async upgrade(tx: OpenTx & { kind: 'read' }): Promise<OpenTx> {
     if (!tx.deferred) throw new GeodrError('READ_ONLY', 'a write inside a read transaction', { database: this.database });
+    if (tx.tenant === undefined) throw this.readOnlySecondary();
+    const tenant = tx.tenant;
+    await this.writeAllowed();
     const changed = (): GeodrError =>
       new GeodrError('BUSY', 'the database changed since this deferred transaction read it; roll back and retry the transaction', {
         database: this.database,
         details: { sqliteCode: 'SQLITE_BUSY_SNAPSHOT' },
       });
-    if (tx.tenant.db.txid !== tx.snapshotTxid) throw changed();
-    await tx.tenant.writer.acquire(this.ctx.limits.writeWaitMs, { database: this.database, operation: 'sql.upgrade' });
-    if (this.tx !== tx || tx.tenant.db.txid !== tx.snapshotTxid) {
-      tx.tenant.writer.release();
+    if (tenant.db.txid !== tx.snapshotTxid) throw changed();
+    await tenant.writer.acquire(this.ctx.limits.writeWaitMs, { database: this.database, operation: 'sql.upgrade' });
+    if (this.tx !== tx || tenant.db.txid !== tx.snapshotTxid) {
+      tenant.writer.release();
       throw this.tx !== tx ? new GeodrError('TRANSACTION_EXPIRED', 'the transaction ended while waiting for the writer', { database: this.database }) : changed();
     }
     let handle: WriteTransaction;
     try {
-      this.ctx.host.applyQuota(tx.tenant, this.quotaOf(tx.tenant));
-      handle = tx.tenant.db.begin();
+      this.ctx.host.applyQuota(tenant, this.quotaOf(tenant));
+      handle = tenant.db.begin();
     } catch (e) {
-      tx.tenant.writer.release();
+      tenant.writer.release();
       throw e;
     }
     tx.conn.close();
-    const next: OpenTx = { kind: 'write', tenant: tx.tenant, handle, timer: tx.timer, expiresAt: tx.expiresAt };
+    const next: OpenTx = { kind: 'write', tenant, handle, timer: tx.timer, expiresAt: tx.expiresAt };
     this.tx = next;
     return next;
   }
@@ -270,11 +346,13 @@ export class SqlSession {
       if (tx.kind === 'write') {
         tx.handle.rollback();
         tx.tenant.writer.release();
+      } else if (tx.replicaRead !== undefined) {
+        tx.replicaRead.end();
       } else {
         tx.conn.close();
       }
     } finally {
-      this.ctx.host.release(tx.tenant);
+      if (tx.tenant !== undefined) this.ctx.host.release(tx.tenant);
     }
   }
 
@@ -300,7 +378,7 @@ export class SqlSession {
     switch (ctl.kind) {
       case 'begin':
         await this.begin(ctl.mode === 'readonly' ? 'read' : ctl.mode === 'deferred' ? 'deferred' : 'write');
-        return emptyResult(this.tx?.tenant.db.txid ?? 0);
+        return emptyResult(this.tx === undefined ? 0 : txidOf(this.tx));
       case 'commit': {
         const txid = await this.commit();
         return emptyResult(txid);
@@ -312,7 +390,7 @@ export class SqlSession {
           return emptyResult(0);
         }
         if (this.tx === undefined) throw new GeodrError('SQL_ERROR', 'cannot rollback - no transaction is active', { database: this.database, details: { sqliteCode: 'SQLITE_ERROR' } });
-        const txid = this.tx.tenant.db.txid;
+        const txid = txidOf(this.tx);
         this.rollback();
         return emptyResult(txid);
       }
@@ -324,8 +402,8 @@ export class SqlSession {
     }
   }
 
-  private quotaOf(t: Tenant): number {
-    return this.ctx.store.getPool(t.record.pool)?.storageQuotaBytes ?? 0;
+  private quotaOf(t: Tenant | undefined): number {
+    return t === undefined ? 0 : (this.ctx.store.getPool(t.record.pool)?.storageQuotaBytes ?? 0);
   }
 
   private async inTx(txIn: OpenTx, c: CheckedStatement, stmt: SqlStatement): Promise<SqlResult> {
@@ -341,7 +419,7 @@ export class SqlSession {
         st = conn.prepare(c.sql);
       }
       st.safeIntegers(true);
-      const r = run(st, stmt, budget, tx.tenant.db.txid);
+      const r = run(st, stmt, budget, txidOf(tx));
       this.ctx.onStatement?.(this.database, !st.readonly);
       return r;
     } catch (e) {
@@ -352,6 +430,8 @@ export class SqlSession {
   }
 
   private async autocommit(items: Array<{ c: CheckedStatement; stmt: SqlStatement }>, atomic: boolean): Promise<SqlResult[]> {
+    const replica = this.replica();
+    if (replica !== undefined) return this.secondaryReads(replica, items, atomic);
     const host = this.ctx.host;
     const tenant = host.acquire(this.database);
     let locked = false;
@@ -371,6 +451,7 @@ export class SqlSession {
           }
         });
       }
+      await this.writeAllowed();
       if (!tenant.writer.tryAcquire()) await tenant.writer.acquire(this.ctx.limits.writeWaitMs, { database: this.database, operation: 'sql.write' });
       locked = true;
       const quota = this.quotaOf(tenant);
@@ -403,6 +484,7 @@ export class SqlSession {
       locked = false;
       this.ctx.onStatement?.(this.database, true);
       await tenant.db.waitDurable(txid);
+      await this.replicated(txid);
       return results;
     } catch (e) {
       throw translate(e, this.database);
@@ -411,6 +493,39 @@ export class SqlSession {
       host.release(tenant);
     }
   }
+
+  /**
+   * Autocommit statements on a geo-secondary: one synchronous read on the replica's
+   * reader, so no apply can land in the middle of it (applies run on this thread).
+   */
+  private secondaryReads(replica: ReplicaDatabase, items: Array<{ c: CheckedStatement; stmt: SqlStatement }>, atomic: boolean): SqlResult[] {
+    const budget = new Budget(this.ctx.limits);
+    try {
+      return replica.read((conn) => {
+        const sts = items.map((it) => {
+          if (it.c.verb === 'VACUUM' || settingPragma(it.c)) throw this.readOnlySecondary();
+          const st = conn.prepare(it.c.sql);
+          if (!st.readonly) throw this.readOnlySecondary();
+          st.safeIntegers(true);
+          return st;
+        });
+        const many = items.length > 1;
+        if (many) conn.prepare('BEGIN').run();
+        try {
+          const txid = replica.txid;
+          return items.map((it, i) => withIndex(atomic, i, () => run(sts[i]!, it.stmt, budget, txid)));
+        } finally {
+          if (many && conn.inTransaction) conn.prepare('COMMIT').run();
+        }
+      });
+    } catch (e) {
+      throw translate(e, this.database);
+    }
+  }
+}
+
+function txidOf(tx: OpenTx): number {
+  return tx.kind === 'read' && tx.tenant === undefined ? tx.snapshotTxid : tx.tenant!.db.txid;
 }
 
 /** A PRAGMA with a value changes connection state: it must run on the writer, where the tenant's later statements run. */

