@@ -181,6 +181,12 @@ export class ReplicationSource {
     const p = this.track(link);
     p.streams++;
     p.lastStreamAt = Date.now();
+    // Asking from a TXID says the secondary has everything up to it, durably.
+    if (from > p.ackedTxid) {
+      p.ackedTxid = from;
+      p.ackedTime = db.txLog.timestampOf(from) ?? p.ackedTime;
+      this.checkWaiters();
+    }
     let sent = from;
     let ended = false;
     let queuedBytes = 0;

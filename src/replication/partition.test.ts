@@ -1,0 +1,117 @@
+/**
+ * A real network cut between two server processes (the forwarders between them are
+ * killed; clients still reach both). The old primary keeps taking client writes while
+ * cut off; the secondary is forced to fail over and takes its own. When the path comes
+ * back the old primary learns of the newer epoch, stops taking writes, keeps what it
+ * wrote alone as a lost-transactions report (exactly the writes it acknowledged after
+ * the split), and rejoins as a secondary by rewinding only its own pages. Nothing of
+ * the old primary's lone writes ever reaches the new primary.
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import Database from 'better-sqlite3';
+import { Cluster, eventually } from './testing/cluster.js';
+
+test('network cut: lone writes on the old primary are fenced, reported and rewound', { timeout: 120_000 }, async () => {
+  const c = await Cluster.start(['east', 'west'], { proxied: true });
+  try {
+    const east = c.api('east');
+    const west = c.api('west');
+    const sql = (n: typeof east, q: string, args: unknown[] = [], headers: Record<string, string> = {}) => n('POST', '/v1/databases/app/query', { sql: q, args }, { headers });
+    assert.equal((await east('PUT', '/v1/databases/app', {})).status, 201);
+    await sql(east, 'create table t(id integer primary key, who text, n integer, pad blob)');
+    for (let i = 0; i < 30; i++) await sql(east, 'insert into t(who, n, pad) values (?, ?, randomblob(300))', ['base', i]);
+    const add = await east('POST', '/v1/databases/app/replicationLinks', { partnerServer: 'west' });
+    assert.equal(add.status, 202);
+    await eventually(async () => (await west('GET', `/v1/operations/${add.body.operation.id}`)).body.state === 'Succeeded', 30_000, 'seeded');
+    assert.equal((await east('POST', '/v1/databases/app/waitForCopySync', {})).status, 200);
+    const split = (await west('GET', '/v1/databases/app')).body.txid as number;
+
+    await c.cut();
+    // The link shows the cut on both sides.
+    await eventually(async () => (await west('GET', '/v1/databases/app/replicationLinks')).body.value[0].state === 'SUSPENDED', 10_000, 'west sees the cut');
+
+    // East keeps taking writes from clients that know nothing.
+    const lone: number[] = [];
+    for (let i = 0; i < 12; i++) {
+      const r = await sql(east, 'insert into t(who, n, pad) values (?, ?, randomblob(500))', ['east-alone', i]);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      lone.push(r.body.txid as number);
+    }
+    const waited = await east('POST', '/v1/databases/app/waitForCopySync', { timeoutMs: 300 });
+    assert.equal(waited.status, 504, 'the cut secondary cannot confirm');
+    assert.equal(waited.body.error.code, 'REPLICATION_TIMEOUT');
+
+    // West is forced to take over while east is unreachable.
+    const link = (await west('GET', '/v1/databases/app/replicationLinks')).body.value[0];
+    const fo = await west('POST', `/v1/databases/app/replicationLinks/${link.id}/forceFailoverAllowDataLoss`);
+    assert.equal(fo.status, 200, JSON.stringify(fo.body));
+    assert.equal(fo.body.txid, split);
+    const epoch = fo.body.epoch as number;
+    const westRows: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      const r = await sql(west, 'insert into t(who, n) values (?, ?)', ['west', i]);
+      assert.equal(r.status, 200);
+      assert.equal(r.headers.get('geodr-epoch'), String(epoch));
+      westRows.push(i);
+    }
+
+    // A client that has seen the new epoch is refused by the old primary, even while it is cut off.
+    const stale = await sql(east, "insert into t(who) values ('from-a-client-that-knows')", [], { 'geodr-min-epoch': String(epoch) });
+    assert.equal(stale.status, 409);
+    assert.equal(stale.body.error.code, 'STALE_EPOCH');
+    // One more lone write from an unaware client while still cut off.
+    const last = await sql(east, 'insert into t(who, n) values (?, ?)', ['east-alone', 99]);
+    if (last.status === 200) lone.push(last.body.txid as number);
+
+    await c.heal();
+    await eventually(async () => (await east('GET', '/v1/databases/app')).body.role === 'secondary', 30_000, 'east rejoins as a secondary');
+    const refused = await sql(east, "insert into t(who) values ('late')");
+    assert.equal(refused.status, 409);
+    assert.ok(['READ_ONLY', 'STALE_EPOCH'].includes(refused.body.error.code));
+
+    // East now equals west: west's rows present, none of east's lone ones.
+    await eventually(async () => (await sql(east, "select count(*) from t where who = 'west'")).body.rows[0][0] === 8, 10_000, 'west rows on east');
+    assert.equal((await sql(east, "select count(*) from t where who = 'east-alone'")).body.rows[0][0], 0);
+    assert.equal((await sql(west, "select count(*) from t where who like 'east-alone%' or who like 'from-a-client%' or who = 'late'")).body.rows[0][0], 0);
+    const ev = (await east('GET', '/v1/databases/app')).body;
+    const wv = (await west('GET', '/v1/databases/app')).body;
+    assert.equal(ev.checksum, wv.checksum);
+    assert.equal(ev.txid, wv.txid);
+
+    // The lost-transactions report lists exactly what east acknowledged alone.
+    const lost = (await east('GET', '/v1/lostTransactions')).body.value.filter((r: any) => r.database === 'app');
+    assert.equal(lost.length, 1, JSON.stringify(lost));
+    const rep = lost[0];
+    assert.equal(rep.divergedAt, split);
+    assert.equal(rep.fromTxid, split + 1);
+    assert.equal(rep.toTxid, Math.max(...lone));
+    assert.equal(rep.transactions, lone.length);
+    assert.ok(rep.pagesChanged > 0);
+    assert.equal(rep.newPrimary.server, 'west');
+    const kept = new Database(path.join(c.node('east').server.dataDir, rep.files.database), { readonly: true });
+    try {
+      const rows = kept.prepare("select n from t where who = 'east-alone' order by n").all() as Array<{ n: number }>;
+      assert.equal(rows.length, lone.length);
+      assert.equal(kept.prepare('pragma integrity_check').pluck().get(), 'ok');
+    } finally {
+      kept.close();
+    }
+    assert.ok(fs.statSync(path.join(c.node('east').server.dataDir, rep.files.records)).size > 0);
+
+    // The rejoin moved only what it had to: far less than the database.
+    const ops = (await east('GET', '/v1/operations?database=app')).body.value as any[];
+    const rejoin = ops.find((o) => o.kind === 'rejoinAsSecondary' && o.state === 'Succeeded');
+    assert.ok(rejoin !== undefined, JSON.stringify(ops));
+    assert.equal(rejoin.result.reseeded, undefined);
+    assert.ok(rejoin.result.unitBytes < ev.sizeBytes, `unit ${rejoin.result.unitBytes} bytes vs database ${ev.sizeBytes}`);
+
+    // And it follows west from now on.
+    await sql(west, "insert into t(who) values ('after')");
+    await eventually(async () => (await sql(east, "select count(*) from t where who = 'after'")).body.rows[0][0] === 1, 10_000, 'east follows west');
+  } finally {
+    await c.stop();
+  }
+});
