@@ -41,7 +41,7 @@ export const ERROR_CODES = {
   SQL_ERROR: { status: 400, retryable: false, summary: 'SQLite rejected the statement (syntax, constraint, missing table, ...); `details.sqliteCode` has its code.' },
   SQL_REFUSED: { status: 403, retryable: false, summary: 'The statement could reach outside its database or break the engine (ATTACH, VACUUM INTO, load_extension, unsafe PRAGMA).' },
   QUOTA_EXCEEDED: { status: 507, retryable: false, summary: 'The write would take the elastic pool past its storage quota, or the pool is full of databases; nothing was written.' },
-  LIMIT_EXCEEDED: { status: 413, retryable: false, summary: 'A request body, batch, or result is larger than the server allows.' },
+  LIMIT_EXCEEDED: { status: 413, retryable: false, summary: 'A request body, batch, or result is larger than the server allows, or a count limit is reached (four secondaries per database).' },
   STATEMENT_TIMEOUT: { status: 408, retryable: true, summary: 'A statement ran past the statement time limit and was rolled back.' },
   TRANSACTION_EXPIRED: { status: 410, retryable: false, summary: 'An interactive transaction passed its timeout and was rolled back, or was already finished.' },
   UNSUPPORTED: { status: 501, retryable: false, summary: 'The request names a feature this server does not offer yet (e.g. a createMode a later release adds).' },

@@ -415,15 +415,24 @@ export class ReplicationManager implements ReplicationHooks {
     const rec = this.service.requireDatabase(name);
     validateName('server', opts.partnerServer);
     if (opts.partnerServer === this.self) throw new GeodrError('INVALID_ARGUMENT', `a secondary must be on another server than its primary (${this.self})`, { database: name });
-    this.peers.get(opts.partnerServer);
     if (rec.role !== 'primary') throw new GeodrError('CONFLICT', `database ${name} is a geo-secondary; add secondaries to its primary`, { database: name });
     this.checkCanAddLink(rec, opts.partnerServer);
+    this.peers.get(opts.partnerServer);
     const partnerDatabase = opts.partnerDatabase ?? name;
     validateName('database', partnerDatabase);
-    const body: Record<string, unknown> = { createMode: 'Secondary', sourceServer: this.self, sourceDatabaseName: name };
+    // The link is recorded here first (PENDING), so concurrent additions count against the limit.
+    const now = Date.now();
+    const link: LinkRecord = { id: randomUUID(), database: name, localRole: 'primary', partnerServer: opts.partnerServer, partnerDatabase, state: 'PENDING', createdAt: now, modifiedAt: now, lastTxid: 0, lastTime: 0, percentComplete: 0 };
+    this.store.putLink(link);
+    const body: Record<string, unknown> = { createMode: 'Secondary', sourceServer: this.self, sourceDatabaseName: name, linkId: link.id };
     if (opts.partnerPool !== undefined) body.elasticPoolName = opts.partnerPool;
-    const operation = await this.peers.call<Record<string, unknown>>(opts.partnerServer, 'PUT', `/v1/databases/${encodeURIComponent(partnerDatabase)}`, { body });
-    return { operation, server: opts.partnerServer, database: partnerDatabase };
+    try {
+      const operation = await this.peers.call<Record<string, unknown>>(opts.partnerServer, 'PUT', `/v1/databases/${encodeURIComponent(partnerDatabase)}`, { body });
+      return { operation, server: opts.partnerServer, database: partnerDatabase };
+    } catch (e) {
+      this.store.deleteLink(link.id);
+      throw e;
+    }
   }
 
   private checkCanAddLink(rec: DatabaseRecord, partnerServer: string, linkId?: string): void {
@@ -441,7 +450,7 @@ export class ReplicationManager implements ReplicationHooks {
    * On the secondary's server: createMode Secondary (a continuously replicated copy) or
    * Copy (a one-time copy that becomes an independent database once seeded).
    */
-  createSecondary(name: string, opts: { pool: string; sourceServer?: string | undefined; sourceDatabaseName?: string | undefined; copy: boolean }): OperationRecord {
+  createSecondary(name: string, opts: { pool: string; sourceServer?: string | undefined; sourceDatabaseName?: string | undefined; copy: boolean; linkId?: string | undefined }): OperationRecord {
     const mode = opts.copy ? 'Copy' : 'Secondary';
     if (opts.sourceServer === undefined || opts.sourceDatabaseName === undefined) {
       throw new GeodrError('INVALID_ARGUMENT', `createMode ${mode} needs sourceServer and sourceDatabaseName (the primary)`, { database: name });
@@ -466,7 +475,7 @@ export class ReplicationManager implements ReplicationHooks {
     rec.role = 'secondary';
     const now = Date.now();
     const link: LinkRecord = {
-      id: randomUUID(),
+      id: opts.linkId ?? randomUUID(),
       database: name,
       localRole: 'secondary',
       partnerServer: opts.sourceServer,
@@ -511,7 +520,7 @@ export class ReplicationManager implements ReplicationHooks {
       percentComplete: 0,
     };
     if (body.copy !== true) {
-      this.store.putLink({ ...link, modifiedAt: now });
+      this.store.putLink({ ...link, state: link.state === 'PENDING' ? 'SEEDING' : link.state, modifiedAt: now });
       this.source.track(link);
     }
     return this.host.use(name, (t) => ({ dbId: t.db.dbId, epoch: t.db.epoch, epochs: rec.epochs }));

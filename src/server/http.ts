@@ -233,7 +233,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   app.put<{
     Params: { db: string };
-    Body: { createMode?: string; elasticPoolName?: string; sourceServer?: string; sourceDatabaseName?: string; sourceDatabaseId?: string; restorePointInTime?: string; restorePointTxid?: number };
+    Body: { createMode?: string; elasticPoolName?: string; sourceServer?: string; linkId?: string; sourceDatabaseName?: string; sourceDatabaseId?: string; restorePointInTime?: string; restorePointTxid?: number };
   }>(
     '/v1/databases/:db',
     {
@@ -248,6 +248,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
             createMode: { type: 'string', description: 'Default | Copy | Secondary | PointInTimeRestore | Restore | Recovery | RestoreLongTermRetentionBackup' },
             elasticPoolName: NAME,
             sourceServer: { ...NAME, description: 'Secondary, Copy: the server holding the primary (one of this server\'s peers)' },
+            linkId: { type: 'string', pattern: '^[0-9a-f-]{36}$', description: 'Secondary: set by the primary\'s server when the secondary is added there' },
             sourceDatabaseName: { ...NAME, description: 'PointInTimeRestore: the database on this server to restore; Secondary, Copy: the primary on sourceServer' },
             sourceDatabaseId: { type: 'string', maxLength: 64, description: 'Restore, Recovery, RestoreLongTermRetentionBackup: the database id (restorableDroppedDatabases, recoverableDatabases)' },
             restorePointInTime: { type: 'string', maxLength: 64, description: 'ISO-8601 time to restore to (default: the latest point)' },

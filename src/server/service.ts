@@ -28,6 +28,8 @@ export interface CreateOptions {
   restorePointTxid?: number | undefined;
   /** Secondary and Copy: the server holding the primary (a configured peer). */
   sourceServer?: string | undefined;
+  /** Secondary: the link id the primary's server already recorded (ADD SECONDARY asked there). */
+  linkId?: string | undefined;
   /** Internal: a PointInTimeRestore that names its source by database id (restore points). */
   bySourceId?: boolean;
 }
@@ -209,7 +211,7 @@ export class ServerService {
     }
     if (mode === 'Copy' || mode === 'Secondary') {
       if (this.replication === undefined) throw new GeodrError('UNSUPPORTED', `createMode ${mode} needs geo-replication, which this server does not run`, { database: name });
-      return { operation: this.replication.createSecondary(name, { pool: opts.pool, sourceServer: opts.sourceServer, sourceDatabaseName: opts.sourceDatabaseName, copy: mode === 'Copy' }) };
+      return { operation: this.replication.createSecondary(name, { pool: opts.pool, sourceServer: opts.sourceServer, sourceDatabaseName: opts.sourceDatabaseName, copy: mode === 'Copy', linkId: opts.linkId }) };
     }
     if (mode !== 'Default') return { operation: this.submitRestore(name, mode as CreateMode, opts) };
     const existing = this.store.getDatabase(name);
