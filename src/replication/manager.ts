@@ -154,7 +154,7 @@ export class ReplicationManager implements ReplicationHooks {
       } else if (links.some((l) => l.localRole === 'primary')) {
         // A primary that was away may have been failed over meanwhile: it asks its
         // partners before it takes a write, so it never serves one in a stale epoch.
-        this.holdWrites(rec.name, 'checking the epoch with partners after start', this.checkEpoch(rec.name));
+        this.holdWrites(rec.name, 'checking the epoch with partners after start', this.checkEpoch(rec.name, 3));
       }
     }
     this.monitor = setInterval(() => void this.watch(), 1000);
@@ -1117,7 +1117,7 @@ export class ReplicationManager implements ReplicationHooks {
         return { matches, n, pages: [...pages], lost };
       });
       ctx.progress(30);
-      if (!mine.matches) return await this.rejoinByReseed(rec, server, partnerDatabase, linkId, lin);
+      if (!mine.matches) return await this.rejoinByReseed(rec, server, partnerDatabase, linkId, lin, split.startTxid);
       const paths = this.host.paths(rec.id);
       const unitFile = path.join(paths.stateDir, 'rejoin.unit');
       const res = await this.peers.fetch(server, 'POST', `/internal/v1/replication/${encodeURIComponent(partnerDatabase)}/catchUpUnit`, {
@@ -1127,7 +1127,7 @@ export class ReplicationManager implements ReplicationHooks {
       });
       if (!res.ok) {
         const err = peerError(server, 'catchUpUnit', res.status, await res.text());
-        if (err.code === 'LOG_GAP') return await this.rejoinByReseed(rec, server, partnerDatabase, linkId, lin);
+        if (err.code === 'LOG_GAP') return await this.rejoinByReseed(rec, server, partnerDatabase, linkId, lin, split.startTxid);
         throw err;
       }
       const buf = Buffer.from(await res.arrayBuffer());
@@ -1143,7 +1143,7 @@ export class ReplicationManager implements ReplicationHooks {
       try {
         await this.demote(this.store.getDatabase(name)!, { server, database: partnerDatabase, epoch: lin.epoch, epochs: lin.epochs, linkId }, unit);
       } catch (e) {
-        if (isGeodrError(e, 'REPLICA_DIVERGED')) return await this.rejoinByReseed(this.store.getDatabase(name)!, server, partnerDatabase, linkId, lin);
+        if (isGeodrError(e, 'REPLICA_DIVERGED')) return await this.rejoinByReseed(this.store.getDatabase(name)!, server, partnerDatabase, linkId, lin, split.startTxid);
         throw e;
       }
       this.counters.rejoins++;
@@ -1154,7 +1154,7 @@ export class ReplicationManager implements ReplicationHooks {
   }
 
   /** The last resort: keep the whole old copy as lost data, and seed afresh from the new primary. */
-  private async rejoinByReseed(rec: DatabaseRecord, server: string, partnerDatabase: string, linkId: string, lin: { epoch: number; epochs: EpochStart[] }): Promise<Record<string, unknown>> {
+  private async rejoinByReseed(rec: DatabaseRecord, server: string, partnerDatabase: string, linkId: string, lin: { epoch: number; epochs: EpochStart[] }, split?: number): Promise<Record<string, unknown>> {
     this.source.endStreams(rec.name, 'rejoining', 'READ_ONLY');
     const keep = path.join(this.config.dataDir, 'lost', `${rec.name}-${Date.now()}-whole`);
     await this.host.withExclusive(rec.name, () => {
@@ -1162,6 +1162,24 @@ export class ReplicationManager implements ReplicationHooks {
       fs.mkdirSync(path.dirname(keep), { recursive: true });
       fs.renameSync(paths.dir, keep);
     });
+    // The whole old copy is what may hold lone writes: the report points at it.
+    const report: LostReport = {
+      id: path.basename(keep),
+      database: rec.name,
+      dbId: rec.dbId,
+      divergedAt: split ?? -1,
+      fromTxid: split === undefined ? -1 : split + 1,
+      toTxid: rec.txid,
+      transactions: split === undefined ? -1 : Math.max(0, rec.txid - split),
+      firstTime: null,
+      lastTime: rec.lastWriteTime > 0 ? new Date(rec.lastWriteTime).toISOString() : null,
+      pagesChanged: -1,
+      epoch: rec.epoch,
+      newPrimary: { server, database: partnerDatabase, epoch: lin.epoch },
+      createdAt: new Date().toISOString(),
+      files: { records: path.relative(this.config.dataDir, path.join(keep, 'db.sqlite.geodr', 'log')), database: path.relative(this.config.dataDir, path.join(keep, 'db.sqlite')) },
+    };
+    fs.writeFileSync(path.join(keep, 'report.json'), JSON.stringify(report, null, 2) + '\n');
     const now = Date.now();
     const link: LinkRecord = { id: linkId, database: rec.name, localRole: 'secondary', partnerServer: server, partnerDatabase, state: 'SEEDING', createdAt: now, modifiedAt: now, lastTxid: 0, lastTime: 0, percentComplete: 0 };
     this.store.transaction(() => {
@@ -1262,21 +1280,27 @@ export class ReplicationManager implements ReplicationHooks {
   }
 
   /** Asks every partner of a linked primary whether one holds a newer epoch; fences if so. */
-  private async checkEpoch(name: string): Promise<void> {
-    const rec = this.store.getDatabase(name);
-    if (rec === undefined || rec.role !== 'primary') return;
-    const mine = this.epochOf(rec);
-    const partners = this.store.listLinks(name).filter((l) => l.localRole === 'primary');
-    await Promise.all(
-      partners.map(async (l) => {
-        try {
-          const lin = await this.peers.call<{ role: string; epoch: number }>(l.partnerServer, 'GET', `/internal/v1/replication/${encodeURIComponent(l.partnerDatabase)}/lineage`);
-          if (lin.epoch > mine && lin.role === 'primary') this.learnNewerEpoch(name, lin.epoch, l.partnerServer);
-        } catch (e) {
-          this.logger.debug({ err: e, database: name, partner: l.partnerServer }, 'epoch check: partner not reachable');
-        }
-      }),
-    );
+  private async checkEpoch(name: string, attempts = 1): Promise<void> {
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      const rec = this.store.getDatabase(name);
+      if (rec === undefined || rec.role !== 'primary' || rec.fencedBy !== null) return;
+      const mine = this.epochOf(rec);
+      const partners = this.store.listLinks(name).filter((l) => l.localRole === 'primary');
+      let answered = 0;
+      await Promise.all(
+        partners.map(async (l) => {
+          try {
+            const lin = await this.peers.call<{ role: string; epoch: number }>(l.partnerServer, 'GET', `/internal/v1/replication/${encodeURIComponent(l.partnerDatabase)}/lineage`);
+            answered++;
+            if (lin.epoch > mine && lin.role === 'primary') this.learnNewerEpoch(name, lin.epoch, l.partnerServer);
+          } catch (e) {
+            this.logger.debug({ err: e, database: name, partner: l.partnerServer }, 'epoch check: partner not reachable');
+          }
+        }),
+      );
+      if (answered > 0 || partners.length === 0) return;
+    }
+    this.logger.warn({ database: name }, 'no partner answered the epoch check; taking writes (a partition heals through the periodic check)');
   }
 
   /** Once a second: a primary whose secondaries went quiet asks them whether one was promoted. */

@@ -166,13 +166,13 @@ export class Sink {
 
   /** Acknowledges the applied TXID; at most one call in flight, the newest value wins. */
   sendAck(): void {
+    if (this.stopped) return;
     if (this.acking) {
       this.ackAgain = true;
       return;
     }
     this.acking = true;
-    const rep = this.replica();
-    const pos = rep.position;
+    const pos = this.replica().position;
     const { partnerServer, partnerDatabase, linkId } = this.target;
     this.peers
       .call(partnerServer, 'POST', `/internal/v1/replication/${encodeURIComponent(partnerDatabase)}/ack`, { body: { link: linkId, txid: pos.txid, time: pos.timestamp, epoch: pos.epoch } })
