@@ -129,6 +129,12 @@ export class ReplicationManager implements ReplicationHooks {
     return this.config.name;
   }
 
+  /** The URL clients use for a peer (its publicUrl, else the URL this server reaches it at). */
+  private peerPublicUrl(name: string): string {
+    const p = this.peers.get(name);
+    return (p.publicUrl ?? p.url).replace(/\/+$/, '');
+  }
+
   private get rc(): ServerConfig['replication'] {
     return this.config.replication;
   }
@@ -198,10 +204,15 @@ export class ReplicationManager implements ReplicationHooks {
         details: { primaryServer: rec.fencedBy.server, epoch: rec.fencedBy.epoch },
       });
     }
-    if (rec?.role === 'secondary') {
-      const link = this.store.listLinks(name).find((l) => l.localRole === 'secondary');
-      throw new GeodrError('READ_ONLY', `database ${name} is a geo-secondary; send writes to its primary`, { database: name, details: { primaryServer: link?.partnerServer, primaryDatabase: link?.partnerDatabase } });
-    }
+    if (rec?.role === 'secondary') throw this.readOnlyError(name);
+  }
+
+  readOnlyError(name: string): GeodrError {
+    const link = this.store.listLinks(name).find((l) => l.localRole === 'secondary');
+    return new GeodrError('READ_ONLY', `database ${name} is a geo-secondary: it serves reads; send writes to its primary${link !== undefined ? ` (${link.partnerDatabase} on ${link.partnerServer})` : ''}`, {
+      database: name,
+      details: { primaryServer: link?.partnerServer, primaryDatabase: link?.partnerDatabase },
+    });
   }
 
   waitReplicated(name: string, txid: number): Promise<void> {
@@ -411,7 +422,7 @@ export class ReplicationManager implements ReplicationHooks {
    * DATABASE … ADD SECONDARY ON SERVER). The secondary's server creates the database
    * and seeds it as a queued operation; its operation is returned.
    */
-  async addSecondary(name: string, opts: { partnerServer: string; partnerDatabase?: string | undefined; partnerPool?: string | undefined }): Promise<{ operation: Record<string, unknown>; server: string; database: string }> {
+  async addSecondary(name: string, opts: { partnerServer: string; partnerDatabase?: string | undefined; partnerPool?: string | undefined }): Promise<{ operation: Record<string, unknown>; server: string; database: string; serverUrl: string; linkId: string }> {
     const rec = this.service.requireDatabase(name);
     validateName('server', opts.partnerServer);
     if (opts.partnerServer === this.self) throw new GeodrError('INVALID_ARGUMENT', `a secondary must be on another server than its primary (${this.self})`, { database: name });
@@ -428,7 +439,8 @@ export class ReplicationManager implements ReplicationHooks {
     if (opts.partnerPool !== undefined) body.elasticPoolName = opts.partnerPool;
     try {
       const operation = await this.peers.call<Record<string, unknown>>(opts.partnerServer, 'PUT', `/v1/databases/${encodeURIComponent(partnerDatabase)}`, { body });
-      return { operation, server: opts.partnerServer, database: partnerDatabase };
+      // The seeding operation lives on the partner: its id and the partner's client URL let a caller follow it.
+      return { operation, server: opts.partnerServer, database: partnerDatabase, serverUrl: this.peerPublicUrl(opts.partnerServer), linkId: link.id };
     } catch (e) {
       this.store.deleteLink(link.id);
       throw e;
@@ -794,6 +806,28 @@ export class ReplicationManager implements ReplicationHooks {
     this.service.backup?.markConfigChanged();
   }
 
+  /**
+   * Before a database is deleted or renamed here: a primary with secondaries must lose
+   * them first (their links name it); deleting a secondary ends its link.
+   */
+  async beforeRemoval(name: string, action: 'delete' | 'rename'): Promise<void> {
+    const rec = this.service.requireDatabase(name);
+    const links = this.store.listLinks(name);
+    if (rec.role === 'primary' && links.some((l) => l.localRole === 'primary')) {
+      throw new GeodrError('CONFLICT', `database ${name} has geo-secondaries (${links.map((l) => l.partnerServer).join(', ')}); remove them before you ${action} it`, { database: name });
+    }
+    if (rec.role === 'secondary') {
+      if (action === 'rename') throw new GeodrError('CONFLICT', `database ${name} is a geo-secondary; its name is its primary's link`, { database: name });
+      for (const l of links) {
+        this.peers
+          .call(l.partnerServer, 'DELETE', `/internal/v1/replication/${encodeURIComponent(l.partnerDatabase)}/links/${encodeURIComponent(l.id)}`)
+          .catch((e: unknown) => this.logger.warn({ err: e, database: name }, 'the primary did not hear that its secondary was deleted'));
+        this.store.deleteLink(l.id);
+      }
+      await this.closeSecondary(name);
+    }
+  }
+
   // Waiting for the secondaries
 
   /** sp_wait_for_database_copy_sync: returns once the secondaries (or the named one) have every transaction committed before the call. */
@@ -873,13 +907,15 @@ export class ReplicationManager implements ReplicationHooks {
     const known = Math.max(this.epochOf(rec), ...rec.epochs.map((e) => e.epoch));
     const promoted = await this.promote(rec, link, known + 1, 'Secondary');
     this.counters.forcedFailovers++;
-    // Best effort and in the background: the old primary may be gone.
-    this.peers
+    // The old primary may be gone: fencing it is waited for briefly (closing the window in
+    // which a reachable old primary still takes writes), then left to finish in the background.
+    const fenced = this.peers
       .call(link.partnerServer, 'POST', `/internal/v1/replication/${encodeURIComponent(link.partnerDatabase)}/fence`, {
         body: { server: this.self, database: name, epoch: promoted.epoch },
         timeoutMs: this.rc.peerTimeoutMs,
       })
       .catch((e: unknown) => this.logger.info({ err: e, database: name }, 'the old primary was not reachable to fence; it will learn at its return'));
+    await Promise.race([fenced, new Promise((r) => setTimeout(r, Math.min(300, this.rc.peerTimeoutMs)).unref())]);
     this.relinkSiblings(name, siblings, promoted.epoch);
     return { database: name, epoch: promoted.epoch, txid: promoted.txid, ms: Date.now() - started };
   }
@@ -1406,7 +1442,7 @@ export class ReplicationManager implements ReplicationHooks {
     const primaries = roles.filter((r) => r === 'primary').length;
     const localPrimary = primaries * 2 >= roles.length && primaries > 0;
     const selfUrl = this.config.advertiseUrl ?? '';
-    const partnerUrl = this.peers.has(g.partnerServer) ? this.peers.url(g.partnerServer) : '';
+    const partnerUrl = this.peers.has(g.partnerServer) ? this.peerPublicUrl(g.partnerServer) : '';
     const rw = localPrimary ? { server: this.self, url: selfUrl } : { server: g.partnerServer, url: partnerUrl };
     const ro = localPrimary ? { server: g.partnerServer, url: partnerUrl } : { server: this.self, url: selfUrl };
     return {

@@ -4,6 +4,12 @@
  * catches up after a restart, copies shipped objects to the paired region's vault (GRS),
  * applies short- and long-term retention, backs up the server configuration, and runs
  * restores (point in time, dropped, long-term, geo) as operations.
+ *
+ * Geo-replication: a database whose record says `role: 'secondary'` is backed up by its
+ * primary's server, never here (no shipping, catch-up, verification, retention or long-term
+ * copies). A promotion calls {@link BackupService.beginEpoch}, which writes the new epoch's
+ * marker and starts the new lineage; a primary that finds a newer epoch in its vault stops
+ * shipping and tells {@link BackupService.onStaleEpoch} listeners.
  */
 
 import * as fs from 'node:fs';
@@ -17,6 +23,7 @@ import { FsVault } from '../vault/fs.js';
 import { GeoCopier } from '../vault/geo.js';
 import { loadKeyring } from '../vault/keys.js';
 import { configKey, ltrKey, restorePointKey, parseBatchKey, type DatabaseDescriptor } from '../vault/layout.js';
+import { chooseLineage } from '../vault/lineage.js';
 import { readDescriptor, readHistory, restoreFromVault, restorePoints, type RestorePoints, type VaultTarget } from '../vault/restore.js';
 import { planRetention } from '../vault/retention.js';
 import { Shipper } from '../vault/shipper.js';
@@ -25,6 +32,9 @@ import type { ServerConfig, VaultSpec } from './config.js';
 import type { DatabaseHost, Tenant } from './host.js';
 import type { OperationContext } from './operations.js';
 import type { DatabaseRecord, LtrPolicy, MetaStore } from './store.js';
+
+/** Called when this server's primary of a database is deposed: the vault holds a newer epoch. */
+export type StaleEpochListener = (database: string, newerEpoch: number) => void;
 
 export async function openRawVault(spec: VaultSpec): Promise<Vault> {
   if (spec.type === 'fs') {
@@ -63,6 +73,9 @@ export class BackupService {
   private retentionTimer: NodeJS.Timeout | undefined;
   private verifyTimer: NodeJS.Timeout | undefined;
   private readonly catchUp = new Set<string>();
+  private readonly staleListeners = new Set<StaleEpochListener>();
+  /** Engine id → database name, learnt at every shipment (fencing is reported by id). */
+  private readonly names = new Map<string, string>();
   private ticking = false;
   private configDirty = true;
 
@@ -83,6 +96,8 @@ export class BackupService {
       snapshotIntervalMs: config.backup.snapshotIntervalMs,
       onPut: (key) => this.copier?.notify(key),
       onError: (e, dbId) => this.logger.warn({ err: e, dbId }, 'backup shipping failed; will retry'),
+      origin: { server: config.name, region: config.region },
+      onFenced: (dbId, epoch) => this.fenced(dbId, epoch),
     });
     if (pairedRawVault !== undefined) {
       // Everything the region's vault holds is copied: data, descriptors, configuration, restore points.
@@ -99,7 +114,7 @@ export class BackupService {
   }
 
   start(): void {
-    for (const d of this.store.listDatabases()) if (d.txid > d.shippedTxid || d.shippedTxid === 0) this.catchUp.add(d.name);
+    for (const d of this.store.listDatabases()) if (d.role !== 'secondary' && (d.txid > d.shippedTxid || d.shippedTxid === 0)) this.catchUp.add(d.name);
     this.copier?.start();
     this.timer = setInterval(() => void this.tick(), Math.max(25, Math.floor(this.config.backup.shipIntervalMs / 2)));
     this.timer.unref();
@@ -113,7 +128,76 @@ export class BackupService {
 
   /** True while the database must stay open: its durable records are not all in the vault. */
   mustStayOpen(t: Tenant): boolean {
+    if (t.record.role === 'secondary' || t.record.fencedBy != null) return this.shipper.isSnapshotting(t.db.dbId);
     return this.shipper.hasUnshipped(t.db) || this.shipper.isSnapshotting(t.db.dbId);
+  }
+
+  /**
+   * Registers a listener for deposed primaries: called with the database's name and the newer
+   * epoch when shipping finds the vault holds one (after which nothing more is shipped for
+   * it). Listeners must not throw (a throw is logged). Returns an unsubscribe function.
+   */
+  onStaleEpoch(listener: StaleEpochListener): () => void {
+    this.staleListeners.add(listener);
+    return () => this.staleListeners.delete(listener);
+  }
+
+  private fenced(dbId: string, epoch: number): void {
+    const name = this.names.get(dbId) ?? this.store.listDatabases().find((d) => d.dbId === dbId)?.name;
+    this.logger.warn({ dbId, database: name, newerEpoch: epoch }, 'backup shipping stopped: the vault holds a newer epoch of this database (this primary was deposed)');
+    if (name === undefined) return;
+    this.catchUp.delete(name);
+    for (const l of this.staleListeners) {
+      try {
+        l(name, epoch);
+      } catch (e) {
+        this.logger.error({ err: e, database: name }, 'a stale-epoch listener failed');
+      }
+    }
+  }
+
+  /**
+   * Called right after a database of this server became primary at a new epoch (promotion):
+   * writes the epoch's marker to this server's vault — from then on every older primary's
+   * shipping stops as soon as it sees it — and makes the next shipment start the new lineage
+   * with the promotion snapshot, then the new records. Idempotent: a call repeated after a
+   * crash finds the same marker. STALE_EPOCH when the vault holds a newer epoch or another
+   * server began this one; INVALID_ARGUMENT for a database at epoch 1; NOT_FOUND for an
+   * unknown name.
+   */
+  async beginEpoch(name: string): Promise<void> {
+    const rec = this.store.getDatabase(name);
+    if (rec === undefined) throw new GeodrError('NOT_FOUND', `database ${JSON.stringify(name)} does not exist`, { database: name });
+    const marker = await this.host.use(name, async (t) => {
+      this.names.set(t.db.dbId, name);
+      return this.shipper.beginEpoch(t.db);
+    });
+    this.logger.info({ database: name, epoch: marker.epoch, startTxid: marker.startTxid }, 'epoch begun in the vault');
+    // Shipped at the next tick even if the database closes before it.
+    this.catchUp.add(name);
+    await this.describe(this.store.getDatabase(name) ?? rec);
+  }
+
+  /**
+   * True when this server must not ship the database: the store (which replication keeps
+   * current; an open tenant's record may be older) says it is a secondary, or a primary
+   * that replication already knows was deposed.
+   */
+  private notShipped(name: string): boolean {
+    const rec = this.store.getDatabase(name);
+    return rec === undefined || rec.role === 'secondary' || rec.fencedBy != null;
+  }
+
+  private geoSecondary(rec: Pick<DatabaseRecord, 'name'>, what: string): GeodrError {
+    return new GeodrError('CONFLICT', `database ${JSON.stringify(rec.name)} is a geo-secondary: ${what} are its primary's; the primary's server holds the backups`, { database: rec.name });
+  }
+
+  /** Ships one open database unless it is a secondary; the role is read from the store only when there is something to ship. */
+  private async shipTenant(t: Tenant): Promise<void> {
+    if (!t.db.isOpen || t.record.role === 'secondary') return;
+    if (this.shipper.hasUnshipped(t.db) && this.notShipped(t.name)) return;
+    this.names.set(t.db.dbId, t.name);
+    await this.shipper.ship(t.db, () => this.descriptor(t.record));
   }
 
   markConfigChanged(): void {
@@ -128,11 +212,12 @@ export class BackupService {
       const tenants = this.host.openTenants();
       await Promise.all(
         tenants.map(async (t) => {
-          if (!t.db.isOpen) return;
-          await this.shipper.ship(t.db, () => this.descriptor(t.record));
+          if (!t.db.isOpen || t.record.role === 'secondary') return;
+          await this.shipTenant(t);
           const st = this.shipper.state(t.db.dbId);
-          if (st !== undefined && st.shippedTxid > t.record.shippedTxid) shipped.push([t.name, st.shippedTxid]);
-          if (st !== undefined && t.db.durableTxid <= st.shippedTxid) this.catchUp.delete(t.name);
+          if (st === undefined || st.epoch !== t.db.epoch) return;
+          if (st.shippedTxid > t.record.shippedTxid) shipped.push([t.name, st.shippedTxid]);
+          if (t.db.durableTxid <= st.shippedTxid || st.halted !== undefined) this.catchUp.delete(t.name);
         }),
       );
       if (shipped.length > 0) {
@@ -146,12 +231,16 @@ export class BackupService {
       }
       // Databases closed with records the vault lacks (a crash, a vault outage): open a few per tick.
       for (const name of [...this.catchUp].slice(0, 8)) {
-        if (this.store.getDatabase(name) === undefined) {
+        const rec = this.store.getDatabase(name);
+        if (rec === undefined || rec.role === 'secondary' || rec.fencedBy != null) {
           this.catchUp.delete(name);
           continue;
         }
         try {
-          await this.host.use(name, (t) => this.shipper.ship(t.db, () => this.descriptor(t.record)));
+          await this.host.use(name, async (t) => {
+            await this.shipTenant(t);
+            if (this.shipper.state(t.db.dbId)?.halted !== undefined) this.catchUp.delete(name);
+          });
         } catch (e) {
           if (!isGeodrError(e, 'UNAVAILABLE')) this.logger.warn({ err: e, database: name }, 'backup catch-up failed');
         }
@@ -169,7 +258,9 @@ export class BackupService {
     const deadline = Date.now() + timeoutMs;
     for (const t of this.host.openTenants()) {
       if (Date.now() > deadline) break;
-      await Promise.race([this.shipper.ship(t.db, () => this.descriptor(t.record)), new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())))]);
+      let timer: NodeJS.Timeout | undefined;
+      // The timer is cleared, not left to fire: a pending one would hold the process up to `timeoutMs` after shutdown.
+      await Promise.race([this.shipTenant(t), new Promise((r) => (timer = setTimeout(r, Math.max(0, deadline - Date.now()))))]).finally(() => clearTimeout(timer));
     }
   }
 
@@ -201,6 +292,8 @@ export class BackupService {
   /** Records a change of name, pool, policy or a drop in the vault. */
   async describe(rec: DatabaseRecord, droppedAt?: number): Promise<void> {
     this.configDirty = true;
+    // A secondary's descriptor is its primary's to write; a deposed primary's would name the wrong server.
+    if (rec.role === 'secondary' || this.shipper.state(rec.dbId)?.fencedBy !== undefined) return;
     try {
       await this.shipper.putDescriptor(rec.dbId, this.descriptor(rec, droppedAt));
     } catch (e) {
@@ -229,7 +322,17 @@ export class BackupService {
     }
   }
 
+  /**
+   * The restore window of a database in this vault (the winning lineage only). Refused
+   * (CONFLICT) for a geo-secondary of this server: its backups are its primary's.
+   */
   async restorePointsOf(dbId: string): Promise<RestorePoints> {
+    const secondary = this.store.listDatabases().find((d) => d.dbId === dbId && d.role === 'secondary');
+    if (secondary !== undefined) throw this.geoSecondary(secondary, 'restore points');
+    return this.windowOf(dbId);
+  }
+
+  private async windowOf(dbId: string): Promise<RestorePoints> {
     return restorePoints(await readHistory(this.vault, dbId));
   }
 
@@ -270,7 +373,7 @@ export class BackupService {
       seen.add(dbId);
       const d = await readDescriptor(this.vault, dbId);
       if (d === undefined || d.region === this.config.region) continue;
-      const points = await this.restorePointsOf(dbId);
+      const points = await this.windowOf(dbId);
       out.push({ ...d, restorePoints: points, estimatedDataLossSeconds: points.latest === undefined ? null : Math.max(0, (Date.now() - points.latest.time) / 1000) });
     }
     return out;
@@ -278,7 +381,7 @@ export class BackupService {
 
   /** Long-term backups of a database in this vault. */
   async longTermBackups(dbId: string): Promise<Array<{ txid: number; time: string; kind: string; key: string }>> {
-    const h = await readHistory(this.vault, dbId);
+    const h = chooseLineage(await readHistory(this.vault, dbId)).history;
     return h.ltr.map((s) => ({ txid: s.txid, time: new Date(s.time).toISOString(), kind: s.ltr === 'W' ? 'weekly' : s.ltr === 'M' ? 'monthly' : 'yearly', key: s.key }));
   }
 
@@ -328,7 +431,7 @@ export class BackupService {
    * integrity_check — and records the outcome on the database.
    */
   async verifyNext(): Promise<{ database: string; txid: number; error: string | null } | undefined> {
-    const candidates = this.store.listDatabases().filter((d) => d.dbId !== '' && d.shippedTxid > 0);
+    const candidates = this.store.listDatabases().filter((d) => d.dbId !== '' && d.shippedTxid > 0 && d.role !== 'secondary' && d.fencedBy == null);
     candidates.sort((a, b) => a.verifiedAt - b.verifiedAt);
     const d = candidates[0];
     if (d === undefined) return undefined;
@@ -336,6 +439,7 @@ export class BackupService {
   }
 
   async verifyDatabaseBackup(d: DatabaseRecord, signal?: AbortSignal, onProgress?: (f: number) => void): Promise<{ database: string; txid: number; error: string | null }> {
+    if (d.role === 'secondary' || this.store.getDatabase(d.name)?.role === 'secondary') throw this.geoSecondary(d, 'backup verifications');
     const scratch = path.join(this.config.dataDir, 'restoring');
     fs.mkdirSync(scratch, { recursive: true });
     const out = path.join(scratch, `verify-${d.dbId}-${Date.now()}.sqlite`);
@@ -408,7 +512,12 @@ export class BackupService {
     let deleted = 0;
     let ltrTaken = 0;
     const targets: Array<{ dbId: string; name?: string; retentionDays: number; ltr: LtrPolicy | null; droppedAt?: number }> = [
-      ...this.store.listDatabases().map((d) => ({ dbId: d.dbId, name: d.name, retentionDays: d.retentionDays, ltr: d.ltr })),
+      // A secondary's objects in this vault are its primary's geo copies, and a deposed primary's
+      // are the new primary's history now: the primary's server applies retention to them.
+      ...this.store
+        .listDatabases()
+        .filter((d) => d.role !== 'secondary' && d.fencedBy == null && this.shipper.state(d.dbId)?.fencedBy === undefined)
+        .map((d) => ({ dbId: d.dbId, name: d.name, retentionDays: d.retentionDays, ltr: d.ltr })),
       ...this.store.listDropped().map((d) => ({ dbId: d.dbId, retentionDays: d.retentionDays, ltr: null, droppedAt: d.droppedAt })),
     ];
     for (const t of targets) {
@@ -455,7 +564,7 @@ export class BackupService {
     if (due.length === 0) return 0;
     const snap = await this.host.use(name, (t) => this.shipper.snapshotNow(t.db, () => this.descriptor(t.record)));
     const bytes = await this.vault.get(snap.key);
-    for (const kind of due) await this.shipper.putImmutable(ltrKey(dbId, snap.txid, snap.time, kind), bytes);
+    for (const kind of due) await this.shipper.putImmutable(ltrKey(dbId, snap.txid, snap.time, kind, snap.epoch), bytes);
     return due.length;
   }
 }

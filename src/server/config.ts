@@ -81,6 +81,8 @@ const PeerSchema = z.strictObject({
   name: nameField('server'),
   /** How this server reaches it; a proxy in between is fine. */
   url: z.url({ protocol: /^https?$/, error: 'url must be an http(s) URL such as http://127.0.0.1:7481' }),
+  /** The URL clients use for the peer, when it differs from `url` (failover group listeners hand it out). */
+  publicUrl: z.url({ protocol: /^https?$/, error: 'publicUrl must be an http(s) URL' }).optional(),
   /** An admin token of the peer: replication and failover calls use it. */
   token: z.string().min(16, 'a peer token needs at least 16 characters'),
   /** The peer's region, for listings. */

@@ -18,6 +18,7 @@ import { validateName } from './names.js';
 import type { ServerService } from './service.js';
 import { SqlSession, type SessionOptions, type SqlContext, type SqlResult, type SqlStatement } from './sql.js';
 import { decodeValue, encodeValue } from './values.js';
+import { registerCatalogRoutes } from '../catalog/routes.js';
 import type { OperationRecord } from './store.js';
 import type { ReplicationManager } from '../replication/manager.js';
 import { registerReplicationRoutes } from '../replication/routes.js';
@@ -144,14 +145,19 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const sqlOptions = (req: Req, reply: FastifyReply, db: string): SessionOptions => {
     const d = req.headers['geodr-durability'];
     if (d !== undefined && d !== 'sync' && d !== 'local') throw new GeodrError('INVALID_ARGUMENT', `header Geodr-Durability must be "sync" or "local", got ${JSON.stringify(d)}`, { database: db });
+    const rec = service.store.getDatabase(db);
+    if (rec !== undefined) {
+      void reply.header('geodr-epoch', String(deps.replication?.epochOf(rec) ?? rec.epoch));
+      if (rec.dbId !== '') void reply.header('geodr-db-id', rec.dbId);
+    }
     const me = req.headers['geodr-min-epoch'];
     if (me !== undefined) {
       const n = Number(me);
       if (typeof me !== 'string' || !Number.isSafeInteger(n) || n < 0) throw new GeodrError('INVALID_ARGUMENT', `header Geodr-Min-Epoch must be a non-negative integer, got ${JSON.stringify(me)}`, { database: db });
-      deps.replication?.checkMinEpoch(db, n);
+      // An epoch seen of another database under this name (re-created, restored into place) says nothing about this one.
+      const sameDatabase = req.headers['geodr-db-id'] === undefined || req.headers['geodr-db-id'] === rec?.dbId;
+      if (sameDatabase) deps.replication?.checkMinEpoch(db, n);
     }
-    const rec = service.store.getDatabase(db);
-    if (rec !== undefined) void reply.header('geodr-epoch', String(deps.replication?.epochOf(rec) ?? rec.epoch));
     return { durability: d === 'sync' ? 'sync' : 'local', admin: req.principal!.role === 'admin' };
   };
 
@@ -655,6 +661,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       return hrana.pipeline(req.params.db, req.principal!.name, req.body, version, sqlOptions(req, reply, req.params.db));
     });
   }
+  registerCatalogRoutes(app, deps);
+
   app.post('/v1/databases/v2/pipeline', { schema: { hide: true } }, async () => {
     throw new GeodrError('INVALID_ARGUMENT', 'the libSQL URL must name the database and end with a slash: http://host:port/v1/databases/<db>/');
   });

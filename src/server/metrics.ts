@@ -2,6 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { LinkView, ReplicationManager } from '../replication/manager.js';
 import type { DatabaseHost } from './host.js';
 import type { MetaStore } from './store.js';
 import type { BackupService } from './backup.js';
@@ -148,6 +149,52 @@ export class ServerMetrics {
         this.reset();
         const counts = store().countOperationsByState();
         for (const s of ['Pending', 'InProgress', 'Succeeded', 'Failed', 'Cancelled']) this.set({ state: s }, counts[s] ?? 0);
+      },
+    });
+  }
+
+  /** Geo-replication: link lag and state, seen from this server's side of each link, and role changes. */
+  addReplication(replication: () => ReplicationManager | undefined): void {
+    const views = (): LinkView[] => replication()?.allLinks() ?? [];
+    new Gauge({
+      name: 'geodr_replication_lag_transactions',
+      help: 'Transactions the secondary of each link has not applied yet (primary side: not acknowledged).',
+      labelNames: ['database', 'partner', 'role'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const l of views()) this.set({ database: l.database, partner: l.partnerServer, role: l.role }, l.lagTxids);
+      },
+    });
+    new Gauge({
+      name: 'geodr_replication_lag_seconds',
+      help: 'How far behind in time the secondary of each link is (commit time of its oldest missing transaction).',
+      labelNames: ['database', 'partner', 'role'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const l of views()) if (l.lagMs !== null) this.set({ database: l.database, partner: l.partnerServer, role: l.role }, l.lagMs / 1000);
+      },
+    });
+    new Gauge({
+      name: 'geodr_replication_link_up',
+      help: '1 while the link streams (CATCH_UP), 0 while seeding or suspended.',
+      labelNames: ['database', 'partner', 'role', 'state'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const l of views()) this.set({ database: l.database, partner: l.partnerServer, role: l.role, state: l.state }, l.state === 'CATCH_UP' ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'geodr_replication_events_total',
+      help: 'Role changes and repairs since start: failovers, forced failovers, fences, rejoins, re-seeds.',
+      labelNames: ['event'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const r = replication();
+        if (r !== undefined) for (const [event, n] of Object.entries(r.counters)) this.set({ event }, n);
       },
     });
   }

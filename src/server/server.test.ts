@@ -105,11 +105,14 @@ describe('management API', () => {
     assert.equal((await sql('t2', 'select 1')).status, 404);
   });
 
-  test('createMode: Default works, later modes are refused clearly, unknown ones are invalid', async () => {
+  test('createMode: Secondary and Copy need a known source server; unknown modes are invalid; nothing is created', async () => {
     let r = await call('PUT', '/v1/databases/sec1', { createMode: 'Secondary' });
-    assert.equal(r.status, 501);
-    assert.equal(r.body.error.code, 'UNSUPPORTED');
-    assert.match(r.body.error.message, /Secondary/);
+    assert.equal(r.status, 400);
+    assert.equal(r.body.error.code, 'INVALID_ARGUMENT');
+    assert.match(r.body.error.message, /sourceServer and sourceDatabaseName/);
+    r = await call('PUT', '/v1/databases/sec1', { createMode: 'Copy', sourceServer: 'nowhere', sourceDatabaseName: 'x' });
+    assert.equal(r.status, 404);
+    assert.match(r.body.error.message, /not a known peer/);
     r = await call('PUT', '/v1/databases/sec1', { createMode: 'Bogus' });
     assert.equal(r.body.error.code, 'INVALID_ARGUMENT');
     assert.equal((await call('GET', '/v1/databases/sec1')).status, 404);

@@ -87,6 +87,7 @@ export class GeodrServer {
         { server: config.name, region: config.region },
         () => backupRef.current,
       );
+      metrics.addReplication(() => replicationRef.current);
       const server: { current?: GeodrServer } = {};
       const app = await buildApp({
         config,

@@ -332,6 +332,7 @@ export class ServerService {
 
   async deleteDatabase(name: string): Promise<DroppedRecord> {
     const rec = this.requireDatabase(name);
+    await this.replication?.beforeRemoval(name, 'delete');
     return this.host.withExclusive(name, () => {
       const p = this.host.paths(rec.id);
       const dropped = path.join(this.dataDir, 'dropped', rec.id);
@@ -370,6 +371,7 @@ export class ServerService {
     const rec = this.requireDatabase(name);
     validateName('database', newName);
     if (this.store.getDatabase(newName) !== undefined) throw new GeodrError('CONFLICT', `database ${newName} already exists`, { database: newName });
+    await this.replication?.beforeRemoval(name, 'rename');
     await this.host.withExclusive(name, () => {
       this.store.renameDatabase(name, newName);
       this.host.retrack(name, rec.pool, rec.pool, newName);
@@ -449,6 +451,15 @@ export class ServerService {
 
   private async runVerify(op: OperationRecord, progress: (p: number) => void, checkCancelled: () => void): Promise<Record<string, unknown>> {
     const name = op.database!;
+    const replica = this.replication?.replica(name);
+    if (replica !== undefined) {
+      // A geo-secondary: its file against its applied position, then SQLite's own check.
+      progress(5);
+      const checksum = replica.verify();
+      progress(50);
+      integrityCheck(replica.file, name, replica.txid);
+      return { txid: replica.txid, checksum: checksumHex(checksum), integrity: 'ok', role: 'secondary' };
+    }
     return this.host.use(name, async (t) => {
       progress(5);
       checkCancelled();

@@ -64,6 +64,8 @@ export interface ReplicationHooks {
   beforeWrite(name: string): Promise<void>;
   /** Sync durability: resolves once a secondary has applied `txid`. */
   waitReplicated(name: string, txid: number): Promise<void>;
+  /** The READ_ONLY error for a write sent to a geo-secondary, naming its primary. */
+  readOnlyError(name: string): GeodrError;
   /**
    * Answers the replication statements and system views (ALTER DATABASE … FAILOVER,
    * sys.geo_replication_links, …); undefined for ordinary SQL.
@@ -140,7 +142,7 @@ export class SqlSession {
   }
 
   private readOnlySecondary(): GeodrError {
-    return new GeodrError('READ_ONLY', `database ${this.database} is a geo-secondary: it serves reads; send writes to its primary`, { database: this.database });
+    return this.ctx.replication?.readOnlyError(this.database) ?? new GeodrError('READ_ONLY', `database ${this.database} is a geo-secondary: it serves reads; send writes to its primary`, { database: this.database });
   }
 
   get inTransaction(): boolean {

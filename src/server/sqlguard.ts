@@ -311,6 +311,14 @@ const PRAGMAS_READ = new Set([
 
 const OWN_DATABASE = 'a statement may only use its own database';
 
+/**
+ * Tables geodr keeps inside tenant databases (the local shard map) and catalog
+ * databases (the global shard map) start with this prefix; tenant SQL may not name
+ * them, so it can neither read nor change them. Strings count too: SQLite takes a
+ * string literal where a table name goes (`SELECT * FROM '__geodr_x'`).
+ */
+export const RESERVED_TABLE_PREFIX = '__geodr_';
+
 function clip(s: string): string {
   return s.length > 200 ? s.slice(0, 200) : s;
 }
@@ -355,6 +363,9 @@ function checkTokens(stmt: Statement, skip: number): void {
     const name = nameOf(t);
     if (name === undefined) return;
     const key = asciiLower(name);
+    if (key.startsWith(RESERVED_TABLE_PREFIX)) {
+      refuse(`${shown(name)} is reserved: names starting with ${RESERVED_TABLE_PREFIX} belong to geodr's shard maps`, stmt);
+    }
     // A string is no function name to SQLite, but refusing it costs nothing.
     if (key === 'load_extension' && toks[k + 1]?.kind === 'op' && toks[k + 1]?.text === '(') {
       refuse('load_extension() is not allowed: a statement may not load extensions', stmt);
@@ -466,7 +477,8 @@ export function splitStatements(sql: string): string[] {
 
 /**
  * Checks one statement. Throws SQL_REFUSED for ATTACH, DETACH, VACUUM INTO,
- * load_extension(), and PRAGMAs (or pragma_* tables) outside the allow lists,
+ * load_extension(), PRAGMAs (or pragma_* tables) outside the allow lists, and any
+ * name or string starting with {@link RESERVED_TABLE_PREFIX},
  * and SQL_ERROR for text that is not exactly one statement or cannot be tokenized.
  */
 export function checkStatement(sql: string): CheckedStatement {
