@@ -142,9 +142,12 @@ export async function devUp(deployment: Deployment, opts: { stateDir?: string; t
           { name: 'dev-admin', sha256: sha256Hex(tokens.admin), role: 'admin' },
           { name: 'dev-app', sha256: sha256Hex(tokens.app), role: 'data', pools: spec.pools.map((p) => p.name) },
         ],
+        // Every other server of the deployment, so geo-replication works between any two.
+        peers: deployment.regions.flatMap((r) => r.servers.filter((o) => o.name !== spec.name).map((o) => ({ name: o.name, url: urlOf(o), token: tokens.admin, region: r.name }))),
       };
       const configFile = path.join(dir, 'config.json');
-      fs.writeFileSync(configFile, JSON.stringify(config, null, 2));
+      // It holds the admin token peers use: readable by its owner only.
+      fs.writeFileSync(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });
       const out = fs.openSync(logFile, 'a');
       const child = spawn(process.execPath, [SERVER_MAIN, '--config', configFile], { detached: true, stdio: ['ignore', out, out] });
       fs.closeSync(out);

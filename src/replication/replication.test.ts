@@ -135,3 +135,66 @@ test('forced failover: the old primary is fenced, reports what it wrote alone, a
   const lost = await c.api('east')('GET', '/v1/lostTransactions');
   assert.deepEqual(lost.body.value.filter((r: any) => r.database === 'ff'), []);
 });
+
+test('the seeds T-SQL on the SQL endpoint (JSON and libSQL), and pool changes under a live link', { timeout: 120_000 }, async () => {
+  const east = c.api('east');
+  const west = c.api('west');
+  assert.equal((await west('PUT', '/v1/elasticPools/replicas', { maxDatabases: 10 })).status, 201);
+  assert.equal((await east('PUT', '/v1/databases/tsql', {})).status, 201);
+  await sql('east', 'tsql', 'create table t(id integer primary key, v text)');
+  await sql('east', 'tsql', "insert into t(v) values ('one')");
+
+  // A malformed statement is refused and changes nothing.
+  const bad = await sql('east', 'tsql', 'ALTER DATABASE tsql ADD SECONDARY ON');
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body.error.code, 'INVALID_ARGUMENT');
+  assert.equal((await east('GET', '/v1/databases/tsql/replicationLinks')).body.value.length, 0);
+
+  const add = await sql('east', 'tsql', 'ALTER DATABASE [tsql] ADD SECONDARY ON SERVER west WITH (ALLOW_CONNECTIONS = ALL, SERVICE_OBJECTIVE = ELASTIC_POOL(name = replicas));');
+  assert.equal(add.status, 200, JSON.stringify(add.body));
+  assert.deepEqual(add.body.columns, ['operation_id', 'partner_server', 'partner_database', 'state']);
+  await waitOp('west', add.body.rows[0][0]);
+  assert.equal((await west('GET', '/v1/databases/tsql')).body.pool, 'replicas');
+
+  const wait = await sql('east', 'tsql', "EXEC sp_wait_for_database_copy_sync @target_server = N'west', @target_database = N'tsql'");
+  assert.equal(wait.status, 200, JSON.stringify(wait.body));
+  const links = await sql('east', 'tsql', "select partner_server, role_desc, replication_state_desc from sys.geo_replication_links where database_name = 'tsql'");
+  assert.equal(links.status, 200, JSON.stringify(links.body));
+  assert.deepEqual(links.body.rows, [['west', 'PRIMARY', 'CATCH_UP']]);
+  const ops = await sql('west', 'tsql', "select operation, state_desc, percent_complete from sys.dm_operation_status where major_resource_id = 'tsql'");
+  assert.equal(ops.status, 200, JSON.stringify(ops.body));
+  assert.ok(ops.body.rows.length >= 1);
+
+  // Through @libsql/client (Hrana) too: the secondary's view of the link.
+  const { createClient } = await import('@libsql/client');
+  const client = createClient({ url: `${c.node('west').url}/v1/databases/tsql/`, authToken: c.node('west').server.adminToken });
+  try {
+    const rs = await client.execute('select partner_server, role_desc, replication_lag_txids from sys.dm_geo_replication_link_status');
+    const row = rs.rows.find((r) => r.partner_server === 'east');
+    assert.ok(row !== undefined, JSON.stringify(rs.rows));
+    assert.equal(row.role_desc, 'SECONDARY');
+    assert.equal((await client.execute('select v from t')).rows[0]!.v, 'one');
+  } finally {
+    client.close();
+  }
+
+  // Pools are resized on both sides (secondary first when growing, primary first when shrinking) while writes replicate.
+  assert.equal((await west('PATCH', '/v1/elasticPools/replicas', { maxDatabases: 50, storageQuotaBytes: 1 << 30 })).status, 200);
+  assert.equal((await east('PATCH', '/v1/elasticPools/default', { maxDatabases: 50, storageQuotaBytes: 1 << 30 })).status, 200);
+  for (let i = 0; i < 10; i++) await sql('east', 'tsql', 'insert into t(v) values (?)', [`p${i}`]);
+  assert.equal((await east('PATCH', '/v1/elasticPools/default', { storageQuotaBytes: 0 })).status, 200);
+  assert.equal((await west('PATCH', '/v1/elasticPools/replicas', { storageQuotaBytes: 0 })).status, 200);
+  assert.equal((await east('POST', '/v1/databases/tsql/waitForCopySync', {})).status, 200);
+  assert.equal(await count('west', 'tsql'), 11);
+  assert.equal((await link('west', 'tsql')).state, 'CATCH_UP');
+
+  // FAILOVER and REMOVE SECONDARY as statements, run on the servers the seeds run them on.
+  const fo = await sql('west', 'tsql', 'ALTER DATABASE tsql FAILOVER');
+  assert.equal(fo.status, 200, JSON.stringify(fo.body));
+  assert.equal((await west('GET', '/v1/databases/tsql')).body.role, 'primary');
+  const rm = await sql('west', 'tsql', 'ALTER DATABASE tsql REMOVE SECONDARY ON SERVER east');
+  assert.equal(rm.status, 200, JSON.stringify(rm.body));
+  const independent = await sql('east', 'tsql', "insert into t(v) values ('east is its own now')");
+  assert.equal(independent.status, 200, JSON.stringify(independent.body));
+  assert.notEqual((await east('GET', '/v1/databases/tsql')).body.dbId, (await west('GET', '/v1/databases/tsql')).body.dbId);
+});
