@@ -100,6 +100,8 @@ export class ReplicationManager implements ReplicationHooks {
   private readonly sinks = new Map<string, Sink>();
   private readonly gates = new Map<string, Gate>();
   private readonly rejoining = new Set<string>();
+  /** Databases handed to a new primary and being turned into secondaries: writes are answered at once. */
+  private readonly movedTo = new Map<string, { server: string; database: string }>();
   private monitor: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly config: ServerConfig;
@@ -196,6 +198,10 @@ export class ReplicationManager implements ReplicationHooks {
       ]);
       clearTimeout(timer);
       if (timedOut) throw new GeodrError('UNAVAILABLE', `writes to ${name} are held: ${gate.reason}`, { database: name });
+    }
+    const moved = this.movedTo.get(name);
+    if (moved !== undefined) {
+      throw new GeodrError('READ_ONLY', `database ${name} was failed over to ${moved.database} on ${moved.server}; send writes there`, { database: name, details: { primaryServer: moved.server, primaryDatabase: moved.database } });
     }
     const rec = this.store.getDatabase(name);
     if (rec?.fencedBy != null) {
@@ -1019,11 +1025,17 @@ export class ReplicationManager implements ReplicationHooks {
   async completeFailover(name: string, body: { link: string; server: string; database: string; epoch: number; epochs: EpochStart[] }): Promise<{ database: string; txid: number }> {
     const rec = this.service.requireDatabase(name);
     if (rec.role === 'secondary') return { database: name, txid: this.replica(name)?.txid ?? rec.txid };
-    const r = await this.demote(rec, { server: body.server, database: body.database, epoch: body.epoch, epochs: body.epochs, linkId: body.link }, undefined);
+    // Writers held at the gate are answered now (they hold leases the conversion waits for).
+    this.movedTo.set(name, { server: body.server, database: body.database });
     const g = this.gates.get(name);
     this.gates.delete(name);
     g?.open();
-    return { database: name, txid: r.txid };
+    try {
+      const r = await this.demote(rec, { server: body.server, database: body.database, epoch: body.epoch, epochs: body.epochs, linkId: body.link }, undefined);
+      return { database: name, txid: r.txid };
+    } finally {
+      this.movedTo.delete(name);
+    }
   }
 
   /**
