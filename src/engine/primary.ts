@@ -141,6 +141,7 @@ export class PrimaryDatabase {
   private lastTs = 0;
   private pins = 0;
   private checkpoints = 0;
+  private checkpointed = 0;
   private failure: unknown;
   private openTx: WriteTransaction | undefined;
   private closed = false;
@@ -648,6 +649,7 @@ export class PrimaryDatabase {
       if (rows[0]?.busy !== 0) return false;
       // Every page is in the database file now.
       this.walIndex.clear();
+      this.checkpointed = this.lastTxid;
       this.walCheckpointed = true;
       if (mode === 'TRUNCATE') this.walPos = undefined;
       this.checkpoints++;
@@ -680,6 +682,14 @@ export class PrimaryDatabase {
   /** False once closed or stopped after a failure. */
   get isOpen(): boolean {
     return !this.closed && this.failure === undefined;
+  }
+
+  /**
+   * Every TXID up to this one is in the database file itself (checkpointed): the local
+   * log before it is no longer needed to repair the file at open.
+   */
+  get checkpointedTxid(): number {
+    return this.checkpointed;
   }
 
   /** The newest TXID whose record is fsynced in the local log: the most that may be shipped. */

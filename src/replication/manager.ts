@@ -103,6 +103,7 @@ export class ReplicationManager implements ReplicationHooks {
   /** Databases handed to a new primary and being turned into secondaries: writes are answered at once. */
   private readonly movedTo = new Map<string, { server: string; database: string }>();
   private monitor: NodeJS.Timeout | undefined;
+  private watchTicks = 0;
   private stopped = false;
   private readonly config: ServerConfig;
   private readonly store: MetaStore;
@@ -1153,10 +1154,16 @@ export class ReplicationManager implements ReplicationHooks {
       const mine = await this.host.use(name, (t) => {
         const db = t.db;
         const n = db.txid;
+        // This copy shares the new history up to the split if its state at that TXID had the
+        // checksum the new primary began from: the current state, or the next record's `pre`.
         let matches = false;
-        if (split.startTxid === db.base.txid) matches = checksumHex(db.base.checksum) === split.checksum;
-        else if (split.startTxid > db.base.txid && split.startTxid <= n) {
-          for (const r of db.records(split.startTxid, split.startTxid)) matches = checksumHex(r.post) === split.checksum;
+        if (split.startTxid === n) matches = checksumHex(db.checksum) === split.checksum;
+        else if (split.startTxid < n) {
+          try {
+            for (const r of db.records(split.startTxid + 1, split.startTxid + 1)) matches = checksumHex(r.pre) === split.checksum;
+          } catch (e) {
+            if (!isGeodrError(e, 'LOG_GAP')) throw e;
+          }
         }
         if (!matches) return { matches, n, pages: [] as number[], lost: undefined };
         const lost = n > split.startTxid ? this.writeLostTail(rec, db, split.startTxid, n, { server, database: partnerDatabase, epoch: lin.epoch }) : undefined;
@@ -1351,10 +1358,40 @@ export class ReplicationManager implements ReplicationHooks {
     this.logger.warn({ database: name }, 'no partner answered the epoch check; taking writes (a partition heals through the periodic check)');
   }
 
+  /**
+   * Drops local log segments nobody needs: shipped to the vault, checkpointed into the
+   * file, and applied by every secondary — except a secondary more than `maxLagTxids`
+   * behind, which is given up on (it re-seeds when it reconnects) so an unreachable
+   * secondary cannot fill the disk.
+   */
+  pruneLogs(): number {
+    let removed = 0;
+    for (const t of this.host.openTenants()) {
+      const db = t.db;
+      if (!db.isOpen) continue;
+      const rec = this.store.getDatabase(t.name);
+      if (rec === undefined || rec.role !== 'primary') continue;
+      let floor = Math.min(rec.shippedTxid, db.durableTxid);
+      for (const p of this.source.linksOf(t.name)) if (db.txid - p.ackedTxid <= this.rc.maxLagTxids) floor = Math.min(floor, p.ackedTxid);
+      const first = db.txLog.firstTxid;
+      if (first === undefined || floor < first) continue;
+      if (floor > db.checkpointedTxid && t.refs === 0 && !t.writer.locked) db.checkpoint();
+      removed += db.txLog.truncateBefore(Math.min(floor, db.checkpointedTxid));
+    }
+    return removed;
+  }
+
   /** Once a second: a primary whose secondaries went quiet asks them whether one was promoted. */
   private async watch(): Promise<void> {
     if (this.stopped) return;
     const now = Date.now();
+    if (++this.watchTicks % 5 === 0) {
+      try {
+        this.pruneLogs();
+      } catch (e) {
+        this.logger.warn({ err: e }, 'log pruning failed');
+      }
+    }
     const byDb = new Map<string, boolean>();
     for (const l of this.store.listLinks()) {
       if (l.localRole !== 'primary') continue;

@@ -47,6 +47,8 @@ const LimitsSchema = z.strictObject({
   transactionTimeoutMs: z.number().int().min(100).max(3_600_000).default(30_000),
   /** How long a write waits for another session's open transaction before BUSY. */
   writeWaitMs: z.number().int().min(0).max(600_000).default(5_000),
+  /** Size at which a database's local log starts a new segment (whole segments are pruned). */
+  logSegmentBytes: z.number().int().min(64 << 10).max(1 << 30).default(16 << 20),
   /** A database unused this long is closed (its descriptors and cache freed). */
   idleCloseMs: z.number().int().min(100).max(86_400_000).default(30_000),
 });
@@ -98,6 +100,12 @@ const ReplicationSchema = z.strictObject({
   heartbeatMs: z.number().int().min(20).max(60_000).default(250),
   /** Timeout of one call to a peer (probe, relink, fence). */
   peerTimeoutMs: z.number().int().min(50).max(600_000).default(2_000),
+  /**
+   * The local log is kept for a secondary at most this many transactions behind the
+   * primary; one further behind is re-seeded when it reconnects, so a long outage cannot
+   * fill the primary's disk.
+   */
+  maxLagTxids: z.number().int().min(1).max(1_000_000_000).default(1_000_000),
   /** Longest wait between reconnection attempts of a broken link. */
   maxBackoffMs: z.number().int().min(10).max(600_000).default(1_000),
 });

@@ -24,6 +24,8 @@ export interface HostOptions {
   writeWaitMs: number;
   durability: 'group' | 'commit';
   groupCommitMs: number;
+  /** Local log segment size (whole segments are pruned). */
+  logSegmentBytes?: number;
   /** Called when a database is opened or closed, for metrics and logs. */
   onOpenChange?: (open: number) => void;
   /** Returning true keeps an idle database open (its records are not in the vault yet). */
@@ -173,6 +175,7 @@ export class DatabaseHost {
       name: rec.name,
       durability: this.opts.durability,
       groupCommitMs: this.opts.groupCommitMs,
+      segmentBytes: this.opts.logSegmentBytes,
     });
     try {
       db.write((c) => c.pragma(`cache_size = -${TENANT_CACHE_KIB}`), { transaction: false });

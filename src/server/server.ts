@@ -64,6 +64,7 @@ export class GeodrServer {
         writeWaitMs: config.limits.writeWaitMs,
         durability: config.durability,
         groupCommitMs: config.groupCommitMs,
+        logSegmentBytes: config.limits.logSegmentBytes,
         onError: (err, database) => logger.error({ err, database }, 'closing a database failed'),
         keepOpen: (t) => backupRef.current?.mustStayOpen(t) ?? false,
         beforeExclusive: (name) => replicationRef.current?.source.endStreams(name, 'the database is being changed', 'UNAVAILABLE'),
