@@ -74,10 +74,16 @@ test('seed under writes, stream, read on the secondary, fail over both ways', { 
   assert.equal(sl.role, 'Secondary');
   assert.equal(sl.lastReplicatedTxid, sync.body.txid);
 
+  // Metrics show the link from both sides.
+  const metrics = await c.api('east')('GET', '/metrics');
+  assert.match(String(metrics.body), /geodr_replication_lag_transactions\{database="shop",partner="west",role="Primary",server="east",region="region-east"\} 0/);
+  assert.match(String(metrics.body), /geodr_replication_link_up\{database="shop",partner="west",role="Primary",state="CATCH_UP",server="east",region="region-east"\} 1/);
+
   // The secondary is read-only and says where to write.
   const w = await sql('west', 'shop', 'insert into t(v) values (1)');
   assert.equal(w.status, 409);
   assert.equal(w.body.error.code, 'READ_ONLY');
+  assert.equal(w.body.error.details.primaryServer, 'east');
   const ver = await c.api('west')('GET', '/v1/databases/shop');
   assert.equal(ver.body.role, 'secondary');
   const ep = await c.api('east')('GET', '/v1/databases/shop');
