@@ -42,6 +42,19 @@ async function run(state: DevState, stateDir: string, seconds: number, count: nu
   console.log(`\nProvisioning ${count} tenant databases in ${primary.name}/${pool}...`);
   await provisionTenants(client, tenants, pool);
 
+  // Active geo-replication: each tenant gets a readable secondary on the paired region's server.
+  const partner = state.servers.find((s) => s.region === primary.pairedRegion);
+  const partnerClient = partner === undefined ? undefined : new GeodrClient({ url: partner.url, token: state.tokens.admin });
+  if (partner !== undefined && partnerClient !== undefined) {
+    console.log(`Adding a geo-secondary of every tenant on ${partner.name} (${partner.region})...`);
+    for (const tenant of tenants) {
+      const links = await client.replicationLinks(tenant);
+      if (links.some((l) => l.partnerServer === partner.name)) continue;
+      const added = await client.addSecondary(tenant, { partnerServer: partner.name });
+      await partnerClient.waitForOperation(added.operation.id, { timeoutMs: 60_000 });
+    }
+  }
+
   console.log(`Selling tickets for ${seconds} s (Ctrl-C stops early):\n`);
   let stop = false;
   process.once('SIGINT', () => {
@@ -80,6 +93,21 @@ async function run(state: DevState, stateDir: string, seconds: number, count: nu
     console.log(
       `  ${tenant}: TXID ${p.backup.shippedTxid} in the ${primary.region} vault, ${p.backup.geo?.copiedTxid ?? 0} copied to ${paired}; restorable from ${p.earliest?.time ?? '-'} to ${p.latest?.time ?? '-'}`,
     );
+  }
+  if (partner !== undefined && partnerClient !== undefined) {
+    console.log(`\nGeo-secondaries on ${partner.name}:`);
+    for (const tenant of tenants) {
+      await client.waitForCopySync(tenant);
+      const [link] = await partnerClient.replicationLinks(tenant);
+      const db = await partnerClient.getDatabase(tenant);
+      console.log(`  ${tenant}: ${link?.state ?? '-'} at TXID ${db.txid}, lag ${link?.lagTxids ?? '-'} transactions, checksum ${db.checksum}`);
+    }
+    // A planned failover and back: the tenant keeps every ticket, and its other copy follows.
+    const tenant = tenants[0]!;
+    const there = await partnerClient.failover(tenant);
+    await buyTicket(partnerClient, tenant, rand);
+    const back = await client.failover(tenant);
+    console.log(`  planned failover of ${tenant} to ${partner.name} took ${there.ms} ms (epoch ${there.epoch}); a ticket sold there; back to ${primary.name} in ${back.ms} ms (epoch ${back.epoch}).`);
   }
   if (keep) {
     console.log(`Servers left running. Try:\n  GEODR_URL=${primary.url} GEODR_TOKEN=${state.tokens.admin} npx geodr db list\nStop them with: npx geodr dev down`);

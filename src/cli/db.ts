@@ -13,6 +13,8 @@ const RESTORE_COMMANDS: Partial<Record<CreateMode, string>> = {
   Restore: 'geodr db restore NAME --dropped ID',
   RestoreLongTermRetentionBackup: 'geodr db restore NAME --ltr DBID --txid N',
   Recovery: 'geodr db geo-restore NAME --source-id DBID',
+  Secondary: 'geodr link create-secondary NAME --source-server S --source-db DB',
+  Copy: 'geodr link create-secondary NAME --source-server S --source-db DB --copy',
 };
 
 function showDatabase(cmd: Command, d: Database): void {
@@ -78,7 +80,7 @@ export function registerDatabaseCommands(program: Command): void {
     .addOption(new Option('--create-mode <mode>', 'how to create it: Default (empty); restores have their own commands (db restore, db geo-restore)').choices(CREATE_MODES))
     .action(async (name: string, opts: { pool?: string; createMode?: CreateMode }, cmd: Command) => {
       const restore = opts.createMode === undefined ? undefined : RESTORE_COMMANDS[opts.createMode];
-      if (restore !== undefined) cmd.error(`--create-mode ${opts.createMode} restores from backups: use ${restore}`, { exitCode: 2, code: 'geodr.usage' });
+      if (restore !== undefined) cmd.error(`--create-mode ${opts.createMode} answers with an operation: use ${restore}`, { exitCode: 2, code: 'geodr.usage' });
       showDatabase(cmd, await clientFor(cmd).createDatabase(name, { pool: opts.pool, createMode: opts.createMode }));
     });
 

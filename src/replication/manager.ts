@@ -159,7 +159,8 @@ export class ReplicationManager implements ReplicationHooks {
           this.reseed(rec.name, link);
         }
       } else if (rec.fencedBy !== null) {
-        this.scheduleRejoin(rec.name);
+        if (rec.fencedBy.server !== '') this.scheduleRejoin(rec.name);
+        else void this.checkEpoch(rec.name);
       } else if (links.some((l) => l.localRole === 'primary')) {
         // A primary that was away may have been failed over meanwhile: it asks its
         // partners before it takes a write, so it never serves one in a stale epoch.
@@ -1110,14 +1111,21 @@ export class ReplicationManager implements ReplicationHooks {
     const rec = this.store.getDatabase(name);
     if (rec === undefined || rec.role !== 'primary') return false;
     if (epoch <= this.epochOf(rec)) return false;
-    if (rec.fencedBy === null || rec.fencedBy.epoch < epoch) {
+    if (rec.fencedBy === null || rec.fencedBy.epoch < epoch || (rec.fencedBy.server === '' && server !== '')) {
       this.store.setReplicationState(name, { role: 'primary', epoch: rec.epoch, epochs: rec.epochs, fencedBy: { epoch, server } });
       this.counters.fences++;
       this.logger.warn({ database: name, epoch, server }, 'a newer epoch exists elsewhere: this primary is fenced and will rejoin as a secondary');
     }
-    this.source.endStreams(name, `fenced: epoch ${epoch} exists on ${server}`, 'STALE_EPOCH');
-    this.scheduleRejoin(name);
+    this.source.endStreams(name, `fenced: epoch ${epoch} exists on ${server === '' ? 'another server' : server}`, 'STALE_EPOCH');
+    // Without the server's name (the vault told us) the partners are asked who holds it.
+    if (server !== '') this.scheduleRejoin(name);
+    else void this.checkEpoch(name);
     return true;
+  }
+
+  /** The backup vault holds a newer epoch's marker: stop writing at once, then find the new primary. */
+  fenceFromVault(name: string, epoch: number): void {
+    this.learnNewerEpoch(name, epoch, '');
   }
 
   private scheduleRejoin(name: string): void {
@@ -1338,7 +1346,7 @@ export class ReplicationManager implements ReplicationHooks {
   private async checkEpoch(name: string, attempts = 1): Promise<void> {
     for (let attempt = 1; attempt <= attempts; attempt++) {
       const rec = this.store.getDatabase(name);
-      if (rec === undefined || rec.role !== 'primary' || rec.fencedBy !== null) return;
+      if (rec === undefined || rec.role !== 'primary' || (rec.fencedBy !== null && rec.fencedBy.server !== '')) return;
       const mine = this.epochOf(rec);
       const partners = this.store.listLinks(name).filter((l) => l.localRole === 'primary');
       let answered = 0;
@@ -1401,7 +1409,8 @@ export class ReplicationManager implements ReplicationHooks {
     }
     for (const name of byDb.keys()) {
       const rec = this.store.getDatabase(name);
-      if (rec?.role === 'primary' && rec.fencedBy === null) await this.checkEpoch(name);
+      // Fenced by the vault alone, it still has to find out which server holds the new epoch.
+      if (rec?.role === 'primary' && (rec.fencedBy === null || rec.fencedBy.server === '')) await this.checkEpoch(name);
     }
     // A held failover whose new primary never confirmed: ask it.
     for (const [name, g] of this.gates) {

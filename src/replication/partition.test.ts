@@ -167,3 +167,51 @@ test('network loss: the primary keeps working, the link shows the lag, streaming
     await c.stop();
   }
 });
+
+test('a shared vault fences a cut-off old primary: its shipping finds the new epoch and it stops taking writes', { timeout: 120_000 }, async () => {
+  const vault = fs.mkdtempSync(path.join((await import('node:os')).tmpdir(), 'geodr-shared-vault-'));
+  const c = await Cluster.start(['east', 'west'], {
+    proxied: true,
+    config: () => ({ vault: { type: 'fs', path: vault }, backup: { shipIntervalMs: 200 }, replication: { heartbeatMs: 100, peerTimeoutMs: 1000, maxBackoffMs: 200 } }),
+  });
+  try {
+    const east = c.api('east');
+    const west = c.api('west');
+    const sql = (n: typeof east, q: string) => n('POST', '/v1/databases/app/query', { sql: q });
+    assert.equal((await east('PUT', '/v1/databases/app', {})).status, 201);
+    await sql(east, 'create table t(id integer primary key, who text)');
+    const add = await east('POST', '/v1/databases/app/replicationLinks', { partnerServer: 'west' });
+    await eventually(async () => (await west('GET', `/v1/operations/${add.body.operation.id}`)).body.state === 'Succeeded', 30_000, 'seeded');
+    await east('POST', '/v1/databases/app/waitForCopySync', {});
+
+    await c.cut();
+    const link = (await west('GET', '/v1/databases/app/replicationLinks')).body.value[0];
+    const fo = await west('POST', `/v1/databases/app/replicationLinks/${link.id}/forceFailoverAllowDataLoss`);
+    assert.equal(fo.status, 200, JSON.stringify(fo.body));
+    await sql(west, "insert into t(who) values ('west')");
+
+    // East cannot reach west, but the vault they share tells it: it stops taking writes.
+    let lone = 0;
+    const refused = await eventually(async () => {
+      const r = await sql(east, "insert into t(who) values ('east-alone')");
+      if (r.status === 200) {
+        lone++;
+        return undefined;
+      }
+      return r;
+    }, 20_000, 'east fenced through the vault');
+    assert.equal(refused.status, 409);
+    assert.equal(refused.body.error.code, 'STALE_EPOCH');
+    assert.equal((await east('GET', '/v1/databases/app')).body.status, 'Fenced');
+
+    await c.heal();
+    await eventually(async () => (await east('GET', '/v1/databases/app')).body.role === 'secondary', 30_000, 'east rejoins');
+    const lost = (await east('GET', '/v1/lostTransactions')).body.value.filter((r: any) => r.database === 'app');
+    assert.equal(lost.length, lone > 0 ? 1 : 0, JSON.stringify(lost));
+    if (lone > 0) assert.equal(lost[0].transactions, lone);
+    await eventually(async () => (await sql(east, "select count(*) from t where who = 'west'")).body.rows?.[0]?.[0] === 1, 10_000, 'east follows west');
+  } finally {
+    await c.stop();
+    fs.rmSync(vault, { recursive: true, force: true });
+  }
+});

@@ -3,11 +3,15 @@ import type { Operation } from './types.js';
 
 /**
  * An error code: one of the server's codes (docs/ERRORS.md), or one the client adds:
- * `UNAVAILABLE` also means the server could not be reached, and `TIMEOUT` that
- * {@link GeodrClient.waitForOperation} gave up waiting.
+ * `UNAVAILABLE` also means the server could not be reached, `TIMEOUT` that
+ * {@link GeodrClient.waitForOperation} gave up waiting, and `STALE_READ` that the
+ * client refused an answer older than one it had already seen (same epoch, lower
+ * TXID: a lagging secondary; see `GeodrClient`, "Consistency"). The client also raises
+ * `STALE_EPOCH` itself, for an answer from a copy at an older epoch than one it saw.
+ * Errors the client raises about an answer it refused have `status` 0.
  */
 // `string & {}` keeps editor completion for the known codes while accepting new ones.
-export type ApiErrorCode = ErrorCode | 'TIMEOUT' | (string & {});
+export type ApiErrorCode = ErrorCode | 'TIMEOUT' | 'STALE_READ' | (string & {});
 
 /** What the error concerns, as the server reported it. */
 export interface ApiErrorContext {
@@ -31,7 +35,7 @@ export class GeodrApiError extends Error {
   override readonly name = 'GeodrApiError';
   /** Stable code, e.g. `NOT_FOUND`, `SQL_ERROR`, `UNAVAILABLE`. */
   readonly code: ApiErrorCode;
-  /** HTTP status; 0 when no answer arrived. */
+  /** HTTP status; 0 when no answer arrived, or the client refused the answer (STALE_READ, a client-side STALE_EPOCH). */
   readonly status: number;
   /** True when the same call may succeed later without anyone changing anything. */
   readonly retryable: boolean;

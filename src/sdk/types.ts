@@ -36,8 +36,9 @@ export interface Pool {
 
 /**
  * How a database is created. `Default` creates an empty one (`GeodrClient.createDatabase`);
- * the {@link RestoreMode}s build it from backups (`GeodrClient.restoreDatabase`); `Copy`
- * and `Secondary` answer UNSUPPORTED until geo-replication arrives.
+ * the {@link RestoreMode}s build it from backups (`GeodrClient.restoreDatabase`); `Secondary`
+ * (a readable geo-secondary) and `Copy` (a one-time copy) seed it from a primary on another
+ * server (`GeodrClient.createSecondary`). All but `Default` answer with an operation.
  */
 export type CreateMode = 'Default' | 'Copy' | 'Secondary' | RestoreMode;
 
@@ -234,4 +235,193 @@ export interface Health {
   live: boolean;
   /** It accepts SQL (false while starting or draining). */
   ready: boolean;
+}
+
+// Geo-replication
+
+/** Where a link stands: `SEEDING` (the first copy), `CATCH_UP` (streaming), `SUSPENDED` (the partner is not reachable), `PENDING`. */
+export type ReplicationLinkState = 'PENDING' | 'SEEDING' | 'CATCH_UP' | 'SUSPENDED';
+
+/** A replication link as one side sees it (`sys.geo_replication_links` and `sys.dm_geo_replication_link_status`). */
+export interface ReplicationLink {
+  id: string;
+  database: string;
+  /** The role of this side's database. */
+  role: 'Primary' | 'Secondary';
+  partnerServer: string;
+  partnerDatabase: string;
+  partnerRole: 'Primary' | 'Secondary';
+  state: ReplicationLinkState;
+  /** ISO 8601. */
+  createdAt: string;
+  modifiedAt: string;
+  /** The newest TXID the secondary applied. */
+  lastReplicatedTxid: number;
+  /** The primary's commit time of that TXID, ISO 8601; null before the first. */
+  lastReplicatedTime: string | null;
+  /** Transactions the secondary lacks. */
+  lagTxids: number;
+  /** How far behind the secondary is, ms; null when it cannot be told (the primary's log no longer has the time). */
+  lagMs: number | null;
+  /** Seeding progress, 0-100; 100 once seeded. */
+  percentComplete: number;
+  /** Bytes sent (primary side) or received (secondary side) since the server started. */
+  bytesTransferred: number;
+  /** Why the stream last failed (secondary side), or null. */
+  lastError: string | null;
+}
+
+/** Options of `GeodrClient.addSecondary`. */
+export interface AddSecondaryOptions {
+  /** The server (one of the primary's peers) that will hold the secondary. */
+  partnerServer: string;
+  /** Its name there; default: the primary's name. */
+  partnerDatabase?: string;
+  /** Its elastic pool there; default: that server's default pool. */
+  partnerElasticPoolName?: string;
+}
+
+/** What `GeodrClient.addSecondary` answers: the seeding operation, which runs on (and is polled on) the partner server. */
+export interface AddSecondaryResult {
+  operation: Operation;
+  /** The partner server, by name. */
+  server: string;
+  /** The secondary's name on it. */
+  database: string;
+  /** The partner server's URL for clients (follow the seeding operation there). */
+  serverUrl: string;
+  /** The new link's id (the same on both servers). */
+  linkId: string;
+}
+
+/** Options of `GeodrClient.createSecondary`, asked of the server that will hold the copy. */
+export interface CreateSecondaryOptions {
+  /** The server holding the primary (one of this server's peers), by name. */
+  sourceServer: string;
+  /** The primary database there. */
+  sourceDatabaseName: string;
+  /** Elastic pool of the new database; default: this server's default pool. */
+  elasticPoolName?: string;
+  /** A one-time copy (createMode `Copy`) that becomes an independent database once seeded, instead of a continuously replicated secondary. */
+  copy?: boolean;
+}
+
+/** What removing a link answers: the link id, and the database that is now independent and writable. */
+export interface RemovedLink {
+  removed: string;
+  independent: { server: string; database: string };
+}
+
+/** What a failover (planned or forced) answers, from the new primary. */
+export interface FailoverResult {
+  database: string;
+  /** The new epoch: every copy at an older one is fenced. */
+  epoch: number;
+  /** The TXID the new primary starts its epoch at. */
+  txid: number;
+  /** How long the failover took on the server, ms. */
+  ms: number;
+}
+
+/** Options of `GeodrClient.waitForCopySync`. */
+export interface WaitForCopySyncOptions {
+  /** Wait only for the secondary on this server (default: every secondary). */
+  partnerServer?: string;
+  partnerDatabase?: string;
+  /** The server's limit, 1-600000 ms (default: its `replication.syncTimeoutMs`); past it the call fails with REPLICATION_TIMEOUT. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/** What `GeodrClient.waitForCopySync` answers: the primary's TXID when the call arrived, now on every secondary waited for. */
+export interface CopySyncResult {
+  txid: number;
+  secondaries: ReplicationLink[];
+}
+
+/**
+ * What a deposed primary wrote alone, kept when it rejoined the new primary: TXIDs
+ * `fromTxid`-`toTxid` (after `divergedAt`, where the histories parted) never reached
+ * the new primary. The records and the database as that copy last had it are kept
+ * as files (paths relative to the server's data directory).
+ */
+export interface LostTransactionsReport {
+  id: string;
+  database: string;
+  dbId: string;
+  divergedAt: number;
+  fromTxid: number;
+  toTxid: number;
+  transactions: number;
+  /** Commit times of the first and last lost transaction, ISO 8601. */
+  firstTime: string | null;
+  lastTime: string | null;
+  pagesChanged: number;
+  /** The epoch the lost transactions were written in. */
+  epoch: number;
+  newPrimary: { server: string; database: string; epoch: number };
+  /** ISO 8601. */
+  createdAt: string;
+  files: { records: string; database: string };
+}
+
+/** A listener alias's target: the server a failover group's `rw` or `ro` listener points at. */
+export interface ListenerTarget {
+  server: string;
+  url: string;
+}
+
+/** `rw` points at the side whose databases are primaries, `ro` at the other. */
+export type ListenerKind = 'rw' | 'ro';
+
+/** A failover group, as one of its two servers sees it. */
+export interface FailoverGroup {
+  name: string;
+  /** The server answering. */
+  server: string;
+  partnerServer: string;
+  /** This server's side: `Primary` when most of the group's databases are primaries here. */
+  role: 'Primary' | 'Secondary';
+  /** The group's databases here, their names on the partner, and their role here (`primary`, `secondary`, or `missing`). */
+  databases: Array<{ database: string; partnerDatabase: string; role: string }>;
+  readWriteListener: ListenerTarget;
+  readOnlyListener: ListenerTarget;
+  /** False while the databases are split between the sides (a failover under way or half done). */
+  consistent: boolean;
+  /** ISO 8601. */
+  createdAt: string;
+  modifiedAt: string;
+}
+
+/** Settings of a failover group, given on its primary side. */
+export interface FailoverGroupSettings {
+  /** The other side; every database needs a geo-secondary there. */
+  partnerServer: string;
+  /** Databases of this server that fail over together. */
+  databases: string[];
+}
+
+/** What a group failover answers: the group afterwards, and each database that moved. */
+export interface FailoverGroupFailoverResult {
+  group: FailoverGroup;
+  databases: Array<{ database: string; epoch: number; txid: number }>;
+  ms: number;
+}
+
+/**
+ * How a SQL write is acknowledged. `local` (the server's default): once durable in the
+ * primary's log. `sync`: also once a geo-secondary applied it; if none confirms within
+ * the server's `replication.syncTimeoutMs` the call fails with REPLICATION_TIMEOUT
+ * (`context.txid` holds the TXID: it is committed on the primary, not rolled back).
+ */
+export type Durability = 'sync' | 'local';
+
+/**
+ * A point in a database's history as a client saw it: the epoch of the copy that
+ * answered and the TXID its answer reflected. Ordered by epoch, then TXID (see
+ * `GeodrClient` "Consistency").
+ */
+export interface Position {
+  epoch: number;
+  txid: number;
 }

@@ -82,6 +82,11 @@ export class GeodrServer {
       const replication = new ReplicationManager({ config, store, host, service, logger });
       replicationRef.current = replication;
       service.replication = replication;
+      // A promotion starts a new lineage in the vault; the vault's newer marker fences a deposed primary.
+      replication.onPromoted = (name) => {
+        backup.beginEpoch(name).catch((err: unknown) => logger.warn({ err, database: name }, 'could not begin the new epoch in the vault; the shipper writes the marker before its first object'));
+      };
+      backup.onStaleEpoch((name, epoch) => replication.fenceFromVault(name, epoch));
       const metrics = new ServerMetrics(
         () => host,
         () => store,

@@ -269,7 +269,11 @@ export class MetaStore {
 
   /** A role change: role, epoch, lineage and fence in one update. */
   setReplicationState(name: string, s: { role: DatabaseRole; epoch: number; epochs: EpochStart[]; fencedBy: { epoch: number; server: string } | null; createMode?: string }): void {
-    this.sql('update databases set role = @role, epoch = @epoch, epochs = @epochs, fenced_by = @fencedBy, create_mode = coalesce(@createMode, create_mode) where name = @name').run({
+    // A new role or epoch starts a new lineage in the vault: what was shipped before says nothing about it.
+    this.sql(
+      `update databases set shipped_txid = case when role != @role or epoch != @epoch then 0 else shipped_txid end,
+         role = @role, epoch = @epoch, epochs = @epochs, fenced_by = @fencedBy, create_mode = coalesce(@createMode, create_mode) where name = @name`,
+    ).run({
       name,
       role: s.role,
       epoch: s.epoch,

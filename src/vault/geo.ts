@@ -18,6 +18,12 @@
  * agree, and is reported as VAULT_CORRUPT (and not retried) when they do not. A key
  * that is gone from the source when its turn comes (retention deleted it) is skipped.
  *
+ * Epoch markers go first: before an object of epoch > 1 (a batch or snapshot of a promoted
+ * primary, src/vault/lineage.ts) is copied, its epoch's marker is copied if the target lacks
+ * it. Copies finish in any order (retries, concurrency), and without the marker a reader of
+ * the target would have to infer where the new lineage starts; with it, the target's old
+ * primary is fenced and its orphaned records are recognised from the first new object on.
+ *
  * Deletes are NOT propagated: retention deletes on both sides explicitly, so a delete
  * in one region (a bug, an operator's mistake, ransomware) never destroys the other
  * region's copy.
@@ -27,6 +33,7 @@
  * in memory and is rebuilt by the scan after a restart; a scan lists both vaults in full.
  */
 import { GeodrError, isGeodrError } from '../errors.js';
+import { epochKey, parseBatchKey, parseSnapshotKey } from './layout.js';
 import { checkKey, type Vault } from './vault.js';
 
 export interface GeoCopierOptions {
@@ -110,6 +117,8 @@ export class GeoCopier {
   private readonly delayed = new Set<string>();
   private readonly inflight = new Map<string, Promise<void>>();
   private readonly copied = new Map<string, { lastKey: string; lastCopiedAt: number; lastByKind: Record<string, string> }>();
+  /** Epoch marker keys known to be in the target (markers are immutable and never deleted). */
+  private readonly markersThere = new Set<string>();
 
   private started = false;
   private stopping = false;
@@ -281,9 +290,36 @@ export class GeoCopier {
     }
   }
 
+  /** Copies the marker of the key's epoch first when the key is an object of epoch > 1 (see above). */
+  private async markerFirst(key: string): Promise<void> {
+    const ref = parseBatchKey(key) ?? parseSnapshotKey(key);
+    const segments = key.split('/');
+    if (ref === undefined || ref.epoch <= 1 || segments[0] !== 'databases' || segments.length < 4) return;
+    const marker = epochKey(segments[1]!, ref.epoch);
+    if (this.markersThere.has(marker)) return;
+    if ((await this.target.head(marker)) === undefined) {
+      let body: Buffer;
+      try {
+        body = await this.source.get(marker);
+      } catch (e) {
+        // No marker to copy: readers infer the epoch's start from its objects.
+        if (isGeodrError(e, 'NOT_FOUND')) return;
+        throw e;
+      }
+      try {
+        await this.target.put(marker, body);
+        this.recordCopy(marker);
+      } catch (e) {
+        if (!isGeodrError(e, 'CONFLICT')) throw e;
+      }
+    }
+    this.markersThere.add(marker);
+  }
+
   /** One attempt; never rejects. */
   private async copy(key: string): Promise<Outcome> {
     try {
+      await this.markerFirst(key);
       let body: Buffer;
       try {
         body = await this.source.get(key);

@@ -4,6 +4,10 @@
  * an engine state directory (meta.json, snapshots/, log/), and the engine's materialize
  * builds and verifies the file from it: checksums at every record, the target's checksum,
  * integrity_check. A hole in the vault's chain is LOG_GAP naming the missing range.
+ *
+ * Everything here reads the database's history through the lineage rule
+ * (src/vault/lineage.ts): after a failover, objects the deposed primary shipped past the new
+ * epoch's start are not history, and are never listed as restore points or applied.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -14,6 +18,7 @@ import { decodeHeader } from '../engine/record.js';
 import { fullSnapshotName } from '../engine/snapshot.js';
 import { decodeBatch } from './batch.js';
 import { hex16, metaPrefix, parseBatchKey, parseSnapshotKey, recordsPrefix, snapshotsPrefix, ltrPrefix, type BatchRef, type DatabaseDescriptor, type SnapshotObjectRef } from './layout.js';
+import { chooseLineage, readMarkers, type EpochMarker } from './lineage.js';
 import type { Vault } from './vault.js';
 
 export type VaultTarget = { txid: number } | { time: number } | 'latest';
@@ -23,6 +28,8 @@ export interface VaultHistory {
   snapshots: SnapshotObjectRef[];
   ltr: SnapshotObjectRef[];
   batches: BatchRef[];
+  /** Epoch markers, ascending by epoch. */
+  epochs: EpochMarker[];
 }
 
 async function collect<T>(it: AsyncIterable<{ key: string }>, parse: (k: string) => T | undefined): Promise<T[]> {
@@ -34,14 +41,15 @@ async function collect<T>(it: AsyncIterable<{ key: string }>, parse: (k: string)
   return out;
 }
 
-/** Lists what the vault holds for a database. */
+/** Lists what the vault holds for a database: every object, of every lineage (see {@link chooseLineage}). */
 export async function readHistory(vault: Vault, dbId: string): Promise<VaultHistory> {
-  const [snapshots, ltr, batches] = await Promise.all([
+  const [snapshots, ltr, batches, epochs] = await Promise.all([
     collect(vault.list(snapshotsPrefix(dbId)), parseSnapshotKey),
     collect(vault.list(ltrPrefix(dbId)), parseSnapshotKey),
     collect(vault.list(recordsPrefix(dbId)), parseBatchKey),
+    readMarkers(vault, dbId),
   ]);
-  return { dbId, snapshots, ltr, batches };
+  return { dbId, snapshots, ltr, batches, epochs };
 }
 
 /** The newest descriptor of a database, or undefined when the vault has none. */
@@ -67,8 +75,14 @@ export interface RestorePoints {
 /**
  * The window a database can be restored to from this vault: from its oldest kept full
  * snapshot to the last record shipped, as long as the records between are contiguous.
+ * Only the winning lineage counts (TXIDs a deposed primary shipped alone are not points).
  */
 export function restorePoints(h: VaultHistory): RestorePoints {
+  return windowOf(chooseLineage(h).history);
+}
+
+/** The window of a history that is one lineage already. */
+function windowOf(h: VaultHistory): RestorePoints {
   const first = h.snapshots[0];
   if (first === undefined) return { earliest: undefined, latest: undefined };
   let earliest = { txid: first.txid, time: first.time };
@@ -139,22 +153,34 @@ function cancelled(signal: AbortSignal | undefined): void {
 async function historyFor(o: VaultRestoreOptions): Promise<VaultHistory> {
   const t = o.target;
   if (o.useLtr === true || (t !== 'latest' && !('txid' in t))) return readHistory(o.vault, o.dbId);
-  const [snapshots, ltr] = await Promise.all([collect(o.vault.list(snapshotsPrefix(o.dbId)), parseSnapshotKey), collect(o.vault.list(ltrPrefix(o.dbId)), parseSnapshotKey)]);
+  const [snapshots, ltr, epochs] = await Promise.all([
+    collect(o.vault.list(snapshotsPrefix(o.dbId)), parseSnapshotKey),
+    collect(o.vault.list(ltrPrefix(o.dbId)), parseSnapshotKey),
+    readMarkers(o.vault, o.dbId),
+  ]);
+  const lineage = chooseLineage({ dbId: o.dbId, snapshots, ltr, batches: [], epochs });
+  // A missing marker is inferred from objects, and the short listing does not show them all.
+  if (lineage.inferred) return readHistory(o.vault, o.dbId);
+  const kept = lineage.history.snapshots;
   const want = t === 'latest' ? Number.MAX_SAFE_INTEGER : t.txid;
-  const i = snapshots.findLastIndex((s) => s.txid <= want);
+  const i = kept.findLastIndex((s) => s.txid <= want);
   if (i <= 0) return readHistory(o.vault, o.dbId);
-  const base = snapshots[i]!;
+  const base = kept[i]!;
   const prefix = recordsPrefix(o.dbId);
-  const batches = await collect(o.vault.list(prefix, { startAfter: `${prefix}${hex16(snapshots[i - 1]!.txid)}` }), parseBatchKey);
-  const first = batches.find((b) => b.last > base.txid);
+  const batches = await collect(o.vault.list(prefix, { startAfter: `${prefix}${hex16(kept[i - 1]!.txid)}` }), parseBatchKey);
+  const h: VaultHistory = { dbId: o.dbId, snapshots: snapshots.filter((s) => s.txid >= base.txid), ltr, batches, epochs };
+  const partial = chooseLineage(h);
+  if (partial.inferred) return readHistory(o.vault, o.dbId);
+  const first = partial.history.batches.find((b) => b.last > base.txid);
   if (first !== undefined && first.first > base.txid + 1) return readHistory(o.vault, o.dbId);
-  return { dbId: o.dbId, snapshots: snapshots.slice(i), ltr, batches };
+  return h;
 }
 
 export async function restoreFromVault(o: VaultRestoreOptions): Promise<VaultRestoreResult> {
-  const h = await historyFor(o);
+  const lineage = chooseLineage(await historyFor(o));
+  const h = lineage.history;
   const snapshots = o.useLtr === true ? h.ltr : h.snapshots;
-  const points = restorePoints({ ...h, snapshots });
+  const points = windowOf({ ...h, snapshots });
   if (points.earliest === undefined || points.latest === undefined) {
     throw new GeodrError('NO_SNAPSHOT', 'the vault holds no full snapshot of this database', { database: o.dbId, object: snapshotsPrefix(o.dbId) });
   }
@@ -173,6 +199,12 @@ export async function restoreFromVault(o: VaultRestoreOptions): Promise<VaultRes
     // The snapshot, under the name the engine's chain expects.
     const snapBytes = await o.vault.get(snap.key);
     const header = decodeHeader(snapBytes, { object: snap.key, dbId: o.dbId });
+    if (!header.full || header.txid !== snap.txid || header.epoch !== snap.epoch) {
+      throw new GeodrError('VAULT_CORRUPT', `the snapshot holds ${header.full ? 'a full' : 'a partial'} unit at TXID ${header.txid}, epoch ${header.epoch}; its name says a full one at ${snap.txid}, epoch ${snap.epoch}`, {
+        database: o.dbId,
+        object: snap.key,
+      });
+    }
     fs.mkdirSync(path.join(dir, 'snapshots'), { recursive: true });
     fs.writeFileSync(path.join(dir, 'snapshots', fullSnapshotName(snap.txid)), snapBytes);
     writeMeta(efs, dir, { dbId: o.dbId, role: 'primary', epoch: header.epoch, pageSize: header.pageSize, base: { txid: snap.txid, checksum: header.post, timestamp: snap.time } });
@@ -185,9 +217,13 @@ export async function restoreFromVault(o: VaultRestoreOptions): Promise<VaultRes
         if (b.first > next) {
           throw new GeodrError('LOG_GAP', `the vault has no records ${next}..${b.first - 1}`, { database: o.dbId, txid: next, object: recordsPrefix(o.dbId) });
         }
-        const recs: TxRecord[] = decodeBatch(await o.vault.get(b.key), b, o.dbId);
+        // Decoded against its name (a lineage view may have cut `last`); records past the cut are not history.
+        const recs: TxRecord[] = decodeBatch(await o.vault.get(b.key), parseBatchKey(b.key)!, o.dbId);
         for (const r of recs) {
-          if (r.txid < next || r.txid > target) continue;
+          if (r.txid < next || r.txid > target || r.txid > b.last) continue;
+          if (r.epoch < lineage.requiredEpoch(r.txid)) {
+            throw new GeodrError('VAULT_CORRUPT', `record ${r.txid} has epoch ${r.epoch}, but epoch ${lineage.requiredEpoch(r.txid)} had begun before it`, { database: o.dbId, txid: r.txid, object: b.key });
+          }
           log.append(r, undefined);
           next = r.txid + 1;
         }
@@ -250,7 +286,7 @@ async function resolveVaultTarget(o: VaultRestoreOptions, h: VaultHistory, snaps
   const spanning = h.batches.find((b) => b.lastTime > t.time && b.last > best);
   for (const b of h.batches) if (b.lastTime <= t.time && b.last > best && b.last <= latest.txid) best = b.last;
   if (spanning !== undefined) {
-    for (const r of decodeBatch(await o.vault.get(spanning.key), spanning, o.dbId)) if (r.timestamp <= t.time && r.txid > best) best = r.txid;
+    for (const r of decodeBatch(await o.vault.get(spanning.key), parseBatchKey(spanning.key)!, o.dbId)) if (r.timestamp <= t.time && r.txid > best && r.txid <= spanning.last) best = r.txid;
   }
   return best;
 }
