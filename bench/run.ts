@@ -6,6 +6,8 @@
 import { ENGINE_USAGE, runEngineBench, UsageError } from './engine.js';
 import { SERVER_USAGE, runServerBench } from './server.js';
 import { BACKUP_USAGE, runBackupBench } from './backup.js';
+import { REPLICATION_USAGE, runReplicationBench } from './replication.js';
+import { CATALOG_USAGE, runCatalogBench } from './catalog.js';
 
 interface Bench {
   summary: string;
@@ -16,7 +18,9 @@ interface Bench {
 const BENCHES = new Map<string, Bench>([
   ['engine', { summary: 'capture throughput, replica apply, materialize vs cp, history scaling', usage: ENGINE_USAGE, run: runEngineBench }],
   ['server', { summary: 'SQL endpoint reads and writes over HTTP, vs in-process; RSS of 10,000 idle databases', usage: SERVER_USAGE, run: runServerBench }],
+  ['replication', { summary: 'replication lag at 1,000 txn/s, sustained rate, seeding vs cp, planned and forced failover, sync vs async', usage: REPLICATION_USAGE, run: runReplicationBench }],
   ['backup', { summary: 'shipping and geo-copy lag at 1,000 txn/s, restore from the vault vs cp, PITR history scaling, vault bytes', usage: BACKUP_USAGE, run: runBackupBench }],
+  ['catalog', { summary: 'routing lookups (warm cache, LSM-validated), recovery of 10,000 shards moved server', usage: CATALOG_USAGE, run: runCatalogBench }],
 ]);
 
 function list(): void {

@@ -5,10 +5,12 @@
 import { Command, CommanderError, Option } from 'commander';
 import { VERSION } from '../version.js';
 import { registerBackupCommands } from './backup.js';
+import { registerCatalogCommands } from './catalog.js';
 import { CliExit, EXIT_CODES_HELP, errorLine, exitCodeFor, parseUrl, type Globals } from './context.js';
 import { registerDatabaseCommands } from './db.js';
 import { registerOperationCommands } from './operation.js';
 import { registerPoolCommands } from './pool.js';
+import { registerReplicationCommands } from './replication.js';
 import { registerServerCommands } from './server.js';
 import { registerSqlCommand } from './sql.js';
 
@@ -46,6 +48,8 @@ export function buildProgram(extra?: (program: Command) => void): Command {
   registerSqlCommand(program);
   registerOperationCommands(program);
   registerBackupCommands(program);
+  registerCatalogCommands(program);
+  registerReplicationCommands(program);
 
   // ---------------------------------------------------------------------------
   // Extension point: more command groups register here. main.ts passes the `dev`

@@ -127,16 +127,15 @@ export function registerReplicationCommands(program: Command): void {
     .requiredOption('--partner-server <name>', 'the server to hold the secondary (one of this server\'s peers)')
     .option('--partner-db <name>', 'its name there (default: the same name)')
     .option('--partner-pool <pool>', "its elastic pool there (default: that server's default pool)")
-    .option('--wait', 'wait for the seeding operation with a progress bar (needs --partner-url)')
-    .addOption(new Option('--partner-url <url>', "the partner server's URL, to follow the seeding operation there").argParser(parseUrl))
+    .option('--wait', 'wait for the seeding operation on the partner with a progress bar')
+    .addOption(new Option('--partner-url <url>', "the partner server's URL (default: the one the primary's server reports)").argParser(parseUrl))
     .option('--partner-token <token>', 'token for the partner server (default: --token)')
     .addOption(timeoutOption())
     .action(async (db: string, opts: { partnerServer: string; partnerDb?: string; partnerPool?: string; wait?: boolean; partnerUrl?: string; partnerToken?: string; timeout?: number }, cmd: Command) => {
-      if (opts.wait === true && opts.partnerUrl === undefined) usageError(cmd, "--wait follows the seeding operation on the partner: give the partner server's URL with --partner-url");
       const r = await clientFor(cmd).addSecondary(db, { partnerServer: opts.partnerServer, partnerDatabase: opts.partnerDb, partnerElasticPoolName: opts.partnerPool });
       if (opts.wait === true) {
         const g = globals(cmd);
-        const partner = new GeodrClient({ url: opts.partnerUrl!, token: opts.partnerToken ?? g.token });
+        const partner = new GeodrClient({ url: opts.partnerUrl ?? r.serverUrl, token: opts.partnerToken ?? g.token });
         return waitAndShow(cmd, partner, r.operation.id, opts.timeout);
       }
       if (globals(cmd).json === true) return printJson(r);
@@ -148,7 +147,7 @@ export function registerReplicationCommands(program: Command): void {
           ['state', r.operation.state],
         ]),
       );
-      process.stderr.write(`follow it on the partner: geodr --url <${r.server} URL> op wait ${r.operation.id}\n`);
+      process.stderr.write(`follow it on the partner: geodr --url ${r.serverUrl} op wait ${r.operation.id}\n`);
     });
 
   link

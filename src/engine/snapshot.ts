@@ -174,7 +174,7 @@ export async function takeIncrementalSnapshot(db: PrimaryDatabase, sinceTxid: nu
       const w = new UnitWriter(
         efs,
         fd,
-        { dbId: view.dbId, epoch: view.epoch, baseTxid: sinceTxid, txid: view.txid, full: false, timestamp: view.timestamp, pageSize: view.pageSize, commitSize: view.pageCount, pre: pre!, post: view.checksum },
+        { dbId: view.dbId, epoch: view.epoch, baseTxid: sinceTxid, txid: view.txid, full: false, timestamp: view.timestamp, pageSize: view.pageSize, commitSize: view.pageCount, pre: pre, post: view.checksum },
         pages.length,
         'snapshot.write',
       );

@@ -164,7 +164,7 @@ test(`chaos: ${CYCLES} cycles of losing the primary under load, forced failover,
     assert.equal(pv.epoch, CYCLES + 1, note);
     const verify = await call(url(primary), 'POST', '/v1/databases/chaos/verify');
     assert.equal(verify?.status, 202, note);
-    await eventually(async () => (await call(url(primary), 'GET', `/v1/operations/${verify!.body.id}`))?.body.state === 'Succeeded', 20_000, 'verify');
+    await eventually(async () => (await call(url(primary), 'GET', `/v1/operations/${verify.body.id}`))?.body.state === 'Succeeded', 20_000, 'verify');
     const syncCount = [...acked.values()].filter((s) => s).length;
     console.log(`chaos: ${CYCLES} cycles (${kills.kill} SIGKILL, ${kills.stop} SIGSTOP), ${acked.size} writes acknowledged (${syncCount} sync), ${lostButReported} lost and reported; ${note}`);
     assert.ok(syncCount > 0 && acked.size > CYCLES, `the load was real; ${note}`);

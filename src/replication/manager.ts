@@ -243,7 +243,7 @@ export class ReplicationManager implements ReplicationHooks {
         case 'addSecondary': {
           needAdmin();
           const r = await this.addSecondary(m.database, { partnerServer: m.server, partnerDatabase: m.secondaryDatabase, partnerPool: m.pool });
-          return one(['operation_id', 'partner_server', 'partner_database', 'state'], [String(r.operation.id ?? ''), r.server, r.database, String(r.operation.state ?? '')]);
+          return one(['operation_id', 'partner_server', 'partner_database', 'state'], [typeof r.operation.id === 'string' ? r.operation.id : '', r.server, r.database, typeof r.operation.state === 'string' ? r.operation.state : '']);
         }
         case 'removeSecondary': {
           needAdmin();

@@ -10,6 +10,26 @@
  */
 export { GeodrClient, QueryResult, Transaction, type GeodrClientOptions, type Statement, type WaitOptions } from './client.js';
 export { GeodrApiError, type ApiErrorCode, type ApiErrorContext } from './errors.js';
+export { comparePositions, type ListenerClientOptions, type SqlCallOptions } from './client.js';
+export type {
+  AddSecondaryOptions,
+  AddSecondaryResult,
+  CopySyncResult,
+  CreateSecondaryOptions,
+  Durability,
+  FailoverGroup,
+  FailoverGroupFailoverResult,
+  FailoverGroupSettings,
+  FailoverResult,
+  ListenerKind,
+  ListenerTarget,
+  LostTransactionsReport,
+  Position,
+  RemovedLink,
+  ReplicationLink,
+  ReplicationLinkState,
+  WaitForCopySyncOptions,
+} from './types.js';
 export type {
   BackupStatus,
   CreateMode,
@@ -31,3 +51,4 @@ export type {
   ServerInfo,
 } from './types.js';
 export { toWire, type IntMode, type SqlParam, type SqlParams, type SqlValue, type WireTagged, type WireValue } from './values.js';
+export * from './routing.js';

@@ -24,7 +24,7 @@ export async function startProxy(listenPort: number, targetPort: number): Promis
   await new Promise<void>((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`proxy on ${listenPort} did not start: ${out}`)), 10_000);
-    proc.stdout!.on('data', (d: Buffer) => {
+    proc.stdout.on('data', (d: Buffer) => {
       out += d.toString();
       if (out.includes('listening')) {
         clearTimeout(timer);
