@@ -67,8 +67,9 @@ async function database(db: string, rows: number): Promise<void> {
 
 test('link add --wait follows the seeding on the partner; list, show, wait-sync; refusals and their exit codes', { timeout: 90_000 }, async () => {
   await database('cli-shop', 5);
-  fails(await geodr('east', ['link', 'add', 'cli-shop', '--partner-server', 'west', '--wait']), 2, /^geodr: USAGE: .*--partner-url/);
-  const seeded = json(await geodr('east', ['link', 'add', 'cli-shop', '--partner-server', 'west', '--wait', '--partner-url', c.node('west').url, '--json']));
+  fails(await geodr('east', ['link', 'add', 'cli-shop', '--partner-server', 'nowhere', '--wait']), 3, /not a known peer/);
+  // --wait follows the seeding at the partner URL the primary's server reports.
+  const seeded = json(await geodr('east', ['link', 'add', 'cli-shop', '--partner-server', 'west', '--wait', '--json']));
   assert.equal(seeded.kind, 'seedSecondary');
   assert.equal(seeded.state, 'Succeeded');
   assert.equal(seeded.database, 'cli-shop');
