@@ -203,4 +203,12 @@ test('the seeds T-SQL on the SQL endpoint (JSON and libSQL), and pool changes un
   const independent = await sql('east', 'tsql', "insert into t(v) values ('east is its own now')");
   assert.equal(independent.status, 200, JSON.stringify(independent.body));
   assert.notEqual((await east('GET', '/v1/databases/tsql')).body.dbId, (await west('GET', '/v1/databases/tsql')).body.dbId);
+
+  // A client's newest epoch counts only for the database it saw: another one under the name starts over.
+  const newer = await sql('west', 'tsql', "insert into t(v) values ('x')", [], { 'geodr-min-epoch': '99' });
+  assert.equal(newer.status, 409);
+  assert.equal(newer.body.error.code, 'STALE_EPOCH');
+  const other = await sql('west', 'tsql', "insert into t(v) values ('x')", [], { 'geodr-min-epoch': '99', 'geodr-db-id': '0'.repeat(32) });
+  assert.equal(other.status, 200, JSON.stringify(other.body));
+  assert.equal(other.headers.get('geodr-db-id'), (await west('GET', '/v1/databases/tsql')).body.dbId);
 });

@@ -360,10 +360,11 @@ export class GeodrClient {
     if (id === null || !/^[0-9a-f]{32}$/.test(id)) return false;
     const known = this.identities.get(database);
     if (known === id) return false;
-    const p = this.positions.get(database);
-    this.forgetPosition(database);
     this.identities.set(database, id);
-    return known !== undefined || p !== undefined;
+    // First sight of the identity: a position noted before (from another client) still holds.
+    if (known === undefined) return false;
+    this.positions.delete(database);
+    return true;
   }
 
   // Server

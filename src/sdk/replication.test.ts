@@ -320,6 +320,30 @@ describe('client rules (scripted fetch)', () => {
     );
   });
 
+  test('a name that answers with another database id starts a new history; the id travels with Min-Epoch', async () => {
+    const sent: Array<Record<string, string>> = [];
+    const answers = [
+      { epoch: 3, txid: 50, id: 'a'.repeat(32) },
+      { epoch: 1, txid: 2, id: 'b'.repeat(32) }, // deleted and re-created: epoch 1 again, and that is not stale
+      { epoch: 1, txid: 1, id: 'b'.repeat(32) }, // but going back within the new history is
+    ];
+    let i = 0;
+    const f: typeof fetch = (_url, init) => {
+      sent.push({ ...(init?.headers as Record<string, string>) });
+      const a = answers[i++]!;
+      return Promise.resolve(Response.json({ columns: ['x'], types: [null], rows: [[1]], rowsAffected: 0, lastInsertRowid: null, txid: a.txid }, { headers: { 'geodr-epoch': String(a.epoch), 'geodr-db-id': a.id } }));
+    };
+    const client = new GeodrClient({ url: 'http://geodr.invalid', fetch: f, retries: 0 });
+    await client.query('db', 'select 1');
+    await client.query('db', 'select 1');
+    assert.deepEqual(client.position('db'), { epoch: 1, txid: 2 });
+    await assert.rejects(client.query('db', 'select 1'), (e: unknown) => (e as { code?: string }).code === 'STALE_READ');
+    assert.equal(sent[1]!['geodr-min-epoch'], '3');
+    assert.equal(sent[1]!['geodr-db-id'], 'a'.repeat(32));
+    assert.equal(sent[2]!['geodr-min-epoch'], '1');
+    assert.equal(sent[2]!['geodr-db-id'], 'b'.repeat(32));
+  });
+
   test('concurrent requests are each held to the position when they were sent', async () => {
     const answers = [
       { epoch: 1, txid: 10 },
