@@ -47,6 +47,11 @@ const LimitsSchema = z.strictObject({
   transactionTimeoutMs: z.number().int().min(100).max(3_600_000).default(30_000),
   /** How long a write waits for another session's open transaction before BUSY. */
   writeWaitMs: z.number().int().min(0).max(600_000).default(5_000),
+  /**
+   * WAL frames after which a database is checkpointed. Smaller checkpoints block the event
+   * loop for less time each (a checkpoint runs on it); larger ones cost fewer fsyncs.
+   */
+  checkpointFrames: z.number().int().min(100).max(1_000_000).default(4000),
   /** Size at which a database's local log starts a new segment (whole segments are pruned). */
   logSegmentBytes: z.number().int().min(64 << 10).max(1 << 30).default(16 << 20),
   /** A database unused this long is closed (its descriptors and cache freed). */

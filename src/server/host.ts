@@ -26,6 +26,8 @@ export interface HostOptions {
   groupCommitMs: number;
   /** Local log segment size (whole segments are pruned). */
   logSegmentBytes?: number;
+  /** WAL frames between checkpoints. */
+  checkpointFrames?: number;
   /** Called when a database is opened or closed, for metrics and logs. */
   onOpenChange?: (open: number) => void;
   /** Returning true keeps an idle database open (its records are not in the vault yet). */
@@ -176,6 +178,7 @@ export class DatabaseHost {
       durability: this.opts.durability,
       groupCommitMs: this.opts.groupCommitMs,
       segmentBytes: this.opts.logSegmentBytes,
+      checkpointFrames: this.opts.checkpointFrames,
     });
     try {
       db.write((c) => c.pragma(`cache_size = -${TENANT_CACHE_KIB}`), { transaction: false });

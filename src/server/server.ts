@@ -65,6 +65,7 @@ export class GeodrServer {
         durability: config.durability,
         groupCommitMs: config.groupCommitMs,
         logSegmentBytes: config.limits.logSegmentBytes,
+        checkpointFrames: config.limits.checkpointFrames,
         onError: (err, database) => logger.error({ err, database }, 'closing a database failed'),
         keepOpen: (t) => backupRef.current?.mustStayOpen(t) ?? false,
         beforeExclusive: (name) => replicationRef.current?.source.endStreams(name, 'the database is being changed', 'UNAVAILABLE'),
