@@ -141,6 +141,7 @@ export class ReplicaDatabase {
     const fd = efs.open(tmp, 'w+', 'replica.seed');
     let meta: DatabaseMeta | undefined;
     let pos: ReplicaPosition | undefined;
+    let seededHashes: PageHashes | undefined;
     try {
       const sfd = efs.open(snapshotFile, 'r', 'replica.seed');
       try {
@@ -165,6 +166,7 @@ export class ReplicaDatabase {
           },
         );
         hashes!.truncate(h.commitSize);
+        seededHashes = hashes;
         if (!checksumEquals(hashes!.sum, h.post)) {
           throw new GeodrError('SNAPSHOT_CORRUPT', `snapshot pages hash to ${checksumHex(hashes!.sum)}, header says ${checksumHex(h.post)}`, { object: snapshotFile, txid: h.txid });
         }
@@ -198,7 +200,8 @@ export class ReplicaDatabase {
     efs.unlink(`${r.file}-journal`, 'replica.seed.publish');
     efs.syncDir(path.dirname(r.file), 'replica.seed.publish');
     writeMeta(efs, r.stateDir, meta);
-    r.start();
+    // The pages were hashed as they were written (and matched the snapshot): no second read.
+    r.start(seededHashes);
     return r;
   }
 
@@ -295,7 +298,7 @@ export class ReplicaDatabase {
     return r;
   }
 
-  private start(): void {
+  private start(knownHashes?: PageHashes): void {
     const efs = this.efs;
     const meta = readMeta(efs, this.stateDir);
     if (meta === undefined) throw new GeodrError('INVALID_ARGUMENT', 'no replica here (missing meta)', { database: this.name, object: this.stateDir });
@@ -313,7 +316,7 @@ export class ReplicaDatabase {
     this.seq = best.seq;
     this.pos = best.pos;
     this.recoverJournal();
-    this.hashes = hashLogicalDb({ efs, dbFd: this.fd, pageSize: meta.pageSize, pageCount: this.pos.pageCount }, 'replica.open');
+    this.hashes = knownHashes ?? hashLogicalDb({ efs, dbFd: this.fd, pageSize: meta.pageSize, pageCount: this.pos.pageCount }, 'replica.open');
     if (!checksumEquals(this.hashes.sum, this.pos.checksum)) {
       throw new GeodrError('REPLICA_DIVERGED', `replica file hashes to ${checksumHex(this.hashes.sum)}, its state says ${checksumHex(this.pos.checksum)}`, {
         database: this.name,
