@@ -337,6 +337,8 @@ export class ServerService {
       const p = this.host.paths(rec.id);
       const dropped = path.join(this.dataDir, 'dropped', rec.id);
       fs.mkdirSync(path.dirname(dropped), { recursive: true });
+      // A secondary whose seeding never finished has no files yet.
+      fs.mkdirSync(p.dir, { recursive: true });
       fs.renameSync(p.dir, dropped);
       return this.recordDrop(this.store.getDatabase(name) ?? rec, dropped);
     });
