@@ -68,7 +68,7 @@ export function writeFullSnapshot(efs: EngineFs, dir: string, source: LogicalDb,
   for (let r = gen.next(); ; r = gen.next()) if (r.done === true) return r.value;
 }
 
-function* fullSnapshotSteps(efs: EngineFs, dir: string, source: LogicalDb, meta: SnapshotMeta): Generator<void, SnapshotRef> {
+function* fullSnapshotSteps(efs: EngineFs, dir: string, source: LogicalDb, meta: SnapshotMeta, durable = true): Generator<void, SnapshotRef> {
   efs.mkdir(dir, 'snapshot.mkdir');
   const file = path.join(dir, fullSnapshotName(meta.txid));
   const tmp = `${file}.tmp`;
@@ -99,7 +99,7 @@ function* fullSnapshotSteps(efs: EngineFs, dir: string, source: LogicalDb, meta:
       throw new GeodrError('DATABASE_DIVERGED', `pages read for the snapshot hash to ${checksumHex(hashes.sum)}, expected ${checksumHex(meta.checksum)}`, { database: meta.dbId, txid: meta.txid, object: file });
     }
     w.finish();
-    efs.sync(fd, 'snapshot.sync');
+    if (durable) efs.sync(fd, 'snapshot.sync');
   } catch (e) {
     efs.close(fd, 'snapshot.close');
     efs.unlink(tmp, 'snapshot.abort');
@@ -107,7 +107,7 @@ function* fullSnapshotSteps(efs: EngineFs, dir: string, source: LogicalDb, meta:
   }
   efs.close(fd, 'snapshot.close');
   efs.rename(tmp, file, 'snapshot.publish');
-  efs.syncDir(dir, 'snapshot.publish');
+  if (durable) efs.syncDir(dir, 'snapshot.publish');
   return { kind: 'full', baseTxid: meta.txid, txid: meta.txid, file };
 }
 
@@ -119,10 +119,11 @@ function viewSource(v: PinnedView): LogicalDb {
  * Takes a full snapshot of a live primary. Writers are held up only for the
  * capture that pins the view; the copy yields to the event loop between batches.
  */
-export async function takeSnapshot(db: PrimaryDatabase, dir = path.join(db.stateDir, 'snapshots')): Promise<SnapshotRef> {
+export async function takeSnapshot(db: PrimaryDatabase, dir = path.join(db.stateDir, 'snapshots'), opts: { durable?: boolean } = {}): Promise<SnapshotRef> {
   const view = db.pin();
   try {
-    const gen = fullSnapshotSteps(view.efs, dir, viewSource(view), view);
+    // Not durable: a scratch copy (seeding a secondary) that nothing needs after a crash.
+    const gen = fullSnapshotSteps(view.efs, dir, viewSource(view), view, opts.durable ?? true);
     for (let r = gen.next(); ; r = gen.next()) {
       if (r.done === true) return r.value;
       await yieldToLoop();

@@ -551,7 +551,7 @@ export class ReplicationManager implements ReplicationHooks {
     const rec = this.service.requireDatabase(name);
     if (rec.role !== 'primary') throw new GeodrError('READ_ONLY', `database ${name} on ${this.self} is not a primary`, { database: name });
     const dir = path.join(this.config.dataDir, 'tmp', `snapshot-${randomUUID()}`);
-    const snap = await this.host.use(name, (t) => takeSnapshot(t.db, dir));
+    const snap = await this.host.use(name, (t) => takeSnapshot(t.db, dir, { durable: false }));
     const size = fs.statSync(snap.file).size;
     const p = this.source.progress.get(linkId);
     if (p !== undefined) p.seedBytes += size;
@@ -665,10 +665,8 @@ export class ReplicationManager implements ReplicationHooks {
         if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', () => r()));
         if (total > 0) ctx.progress(5 + (85 * got) / total);
       }
+      // No fsync: the download is scratch (a crash restarts the seeding); the replica built from it is fsynced.
       await new Promise<void>((resolve, reject) => out.end((e?: Error | null) => (e ? reject(e) : resolve())));
-      const fd = fs.openSync(tmp, 'r');
-      fs.fsyncSync(fd);
-      fs.closeSync(fd);
       ctx.checkCancelled();
       const paths = this.host.paths(rec.id);
       await this.closeSecondary(p.name);
