@@ -31,6 +31,8 @@ import { Sink } from './sink.js';
 import { ReplicationSource } from './source.js';
 
 export const MAX_SECONDARIES = 4;
+/** How long a sibling's claim of an epoch blocks another forced failover (the claimer may have died). */
+const CLAIM_TTL_MS = 30_000;
 
 /** A link as the API and the views show it. */
 export interface LinkView {
@@ -100,6 +102,8 @@ export class ReplicationManager implements ReplicationHooks {
   private readonly sinks = new Map<string, Sink>();
   private readonly gates = new Map<string, Gate>();
   private readonly rejoining = new Set<string>();
+  /** Epochs claimed for forced failovers, by database: this server's own, or a sibling's. */
+  private readonly claims = new Map<string, { epoch: number; server: string; at: number }>();
   /** Databases handed to a new primary and being turned into secondaries: writes are answered at once. */
   private readonly movedTo = new Map<string, { server: string; database: string }>();
   private monitor: NodeJS.Timeout | undefined;
@@ -910,8 +914,15 @@ export class ReplicationManager implements ReplicationHooks {
     const started = Date.now();
     const { rec, link } = this.secondaryLink(name, linkId);
     const siblings = this.sinks.get(name)?.siblings ?? [];
-    const known = Math.max(this.epochOf(rec), ...rec.epochs.map((e) => e.epoch));
-    const promoted = await this.promote(rec, link, known + 1, 'Secondary');
+    const known = Math.max(this.epochOf(rec), ...rec.epochs.map((e) => e.epoch), this.claims.get(name)?.epoch ?? 0);
+    const epoch = known + 1;
+    await this.claimEpoch(name, epoch, siblings);
+    let promoted: { epoch: number; txid: number };
+    try {
+      promoted = await this.promote(rec, link, epoch, 'Secondary');
+    } finally {
+      this.claims.delete(name);
+    }
     this.counters.forcedFailovers++;
     // The old primary may be gone: fencing it is waited for briefly (closing the window in
     // which a reachable old primary still takes writes), then left to finish in the background.
@@ -924,6 +935,54 @@ export class ReplicationManager implements ReplicationHooks {
     await Promise.race([fenced, new Promise((r) => setTimeout(r, Math.min(300, this.rc.peerTimeoutMs)).unref())]);
     this.relinkSiblings(name, siblings, promoted.epoch);
     return { database: name, epoch: promoted.epoch, txid: promoted.txid, ms: Date.now() - started };
+  }
+
+  /**
+   * Before a forced failover: claims the next epoch with every sibling secondary that
+   * answers. Two secondaries forced at once would otherwise both take the same epoch and
+   * both be primary; with the claim, a sibling that holds (or is making) a claim of its
+   * own refuses, and the failover stops with CONFLICT naming it. Siblings that do not
+   * answer are not waited for: this protects against two operators, not against a
+   * partition that hides the siblings from each other.
+   */
+  private async claimEpoch(name: string, epoch: number, siblings: Array<{ linkId: string; server: string; database: string }>): Promise<void> {
+    const held = this.claims.get(name);
+    if (held !== undefined && held.server !== this.self && held.epoch >= epoch && Date.now() - held.at < CLAIM_TTL_MS) {
+      throw new GeodrError('CONFLICT', `server ${held.server} is failing ${name} over (it claimed epoch ${held.epoch}); fail over from one secondary at a time`, { database: name, details: { server: held.server, epoch: held.epoch } });
+    }
+    this.claims.set(name, { epoch, server: this.self, at: Date.now() });
+    const refusals: string[] = [];
+    await Promise.all(
+      siblings
+        .filter((s) => s.server !== this.self && this.peers.has(s.server))
+        .map(async (s) => {
+          try {
+            await this.peers.call(s.server, 'POST', `/internal/v1/replication/${encodeURIComponent(s.database)}/claimEpoch`, {
+              body: { epoch, server: this.self },
+              timeoutMs: Math.min(500, this.rc.peerTimeoutMs),
+            });
+          } catch (e) {
+            if (isGeodrError(e, 'CONFLICT')) refusals.push(e.reason);
+          }
+        }),
+    );
+    if (refusals.length > 0) {
+      this.claims.delete(name);
+      throw new GeodrError('CONFLICT', `another secondary is failing ${name} over at the same time: ${refusals.join('; ')}`, { database: name });
+    }
+  }
+
+  /** A sibling secondary claims the next epoch for a forced failover (see claimEpoch). */
+  receiveClaim(name: string, body: { epoch: number; server: string }): { claimed: number } {
+    const rec = this.service.requireDatabase(name);
+    const mine = this.epochOf(rec);
+    if (rec.role === 'primary' && mine >= body.epoch) throw new GeodrError('CONFLICT', `${this.self} already holds ${name} as primary at epoch ${mine}`, { database: name });
+    const held = this.claims.get(name);
+    if (held !== undefined && held.server !== body.server && held.epoch >= body.epoch && Date.now() - held.at < CLAIM_TTL_MS) {
+      throw new GeodrError('CONFLICT', `${held.server} claimed epoch ${held.epoch} of ${name} first`, { database: name, details: { server: held.server, epoch: held.epoch } });
+    }
+    this.claims.set(name, { epoch: body.epoch, server: body.server, at: Date.now() });
+    return { claimed: body.epoch };
   }
 
   private async waitApplied(name: string, txid: number, timeoutMs: number): Promise<void> {
@@ -1080,6 +1139,7 @@ export class ReplicationManager implements ReplicationHooks {
       this.store.putLink(link);
       this.store.setReplicationState(name, { role: 'secondary', epoch: rec.epoch, epochs: body.epochs, fencedBy: null });
     });
+    this.claims.delete(name);
     const sink = this.sinks.get(name);
     if (sink !== undefined) {
       sink.target.linkId = body.link;

@@ -265,6 +265,20 @@ export function registerReplicationRoutes(app: FastifyInstance, m: ReplicationMa
       return m.fence(req.params.db, req.body);
     },
   );
+  app.post<{ Params: { db: string }; Body: { epoch: number; server: string } }>(
+    internal('claimEpoch'),
+    {
+      schema: {
+        hide: true,
+        params: dbParams,
+        body: { type: 'object', additionalProperties: false, required: ['epoch', 'server'], properties: { epoch: { type: 'integer', minimum: 1 }, server: NAME } },
+      },
+    },
+    async (req) => {
+      admin(req);
+      return m.receiveClaim(req.params.db, req.body);
+    },
+  );
   app.post<{ Params: { db: string }; Body: { link: string } }>(internal('detach'), { schema: { hide: true, params: dbParams, body: linkBody({}, ['link']) } }, async (req) => {
     admin(req);
     return m.detach(req.params.db, req.body.link);

@@ -1,0 +1,54 @@
+/**
+ * Two operators force a failover of the same database at the same moment, on two
+ * different secondaries, with the primary gone. The next epoch is claimed with the
+ * sibling first, so at most one of them becomes primary: never two primaries at one
+ * epoch. The other follows the winner, and the copies end equal.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { Cluster, eventually } from './testing/cluster.js';
+
+test('concurrent forced failovers on two secondaries: at most one primary', { timeout: 120_000 }, async () => {
+  const c = await Cluster.start(['p', 's1', 's2']);
+  try {
+    const p = c.api('p');
+    assert.equal((await p('PUT', '/v1/databases/dup', {})).status, 201);
+    await p('POST', '/v1/databases/dup/query', { sql: 'create table t(id integer primary key, v text)' });
+    for (const s of ['s1', 's2']) {
+      const add = await p('POST', '/v1/databases/dup/replicationLinks', { partnerServer: s });
+      await eventually(async () => (await c.api(s)('GET', `/v1/operations/${add.body.operation.id}`)).body.state === 'Succeeded', 30_000, `${s} seeded`);
+    }
+    for (let i = 0; i < 5; i++) await p('POST', '/v1/databases/dup/query', { sql: "insert into t(v) values ('x')" });
+    assert.equal((await p('POST', '/v1/databases/dup/waitForCopySync', {})).status, 200);
+    // Heartbeats have told each secondary about its sibling.
+    await new Promise((r) => setTimeout(r, 300));
+    await c.kill('p');
+
+    const force = async (s: string) => {
+      const l = (await c.api(s)('GET', '/v1/databases/dup/replicationLinks')).body.value[0];
+      return c.api(s)('POST', `/v1/databases/dup/replicationLinks/${l.id}/forceFailoverAllowDataLoss`);
+    };
+    const [a, b] = await Promise.all([force('s1'), force('s2')]);
+    console.log(`concurrent forced failovers answered ${a.status} (s1) and ${b.status} (s2)`);
+    assert.ok(!(a.status === 200 && b.status === 200), `both became primary: ${JSON.stringify([a.body, b.body])}`);
+    for (const r of [a, b]) if (r.status !== 200) assert.equal(r.body.error.code, 'CONFLICT', JSON.stringify(r.body));
+    let winner = a.status === 200 ? 's1' : b.status === 200 ? 's2' : undefined;
+    if (winner === undefined) {
+      // Both stood down: one of them, asked again alone, goes ahead.
+      const again = await force('s1');
+      assert.equal(again.status, 200, JSON.stringify(again.body));
+      winner = 's1';
+    }
+    const loser = winner === 's1' ? 's2' : 's1';
+    const roles = await Promise.all(['s1', 's2'].map(async (s) => (await c.api(s)('GET', '/v1/databases/dup')).body.role as string));
+    assert.equal(roles.filter((r) => r === 'primary').length, 1);
+    assert.equal((await c.api(winner)('POST', '/v1/databases/dup/query', { sql: "insert into t(v) values ('after')" })).status, 200);
+    await eventually(async () => {
+      const w = (await c.api(winner)('GET', '/v1/databases/dup')).body;
+      const l = (await c.api(loser)('GET', '/v1/databases/dup')).body;
+      return l.role === 'secondary' && l.txid === w.txid && l.checksum === w.checksum;
+    }, 30_000, `${loser} follows ${winner}`);
+  } finally {
+    await c.stop();
+  }
+});
