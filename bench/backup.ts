@@ -39,8 +39,7 @@ import { dbPrefix, parseBatchKey, parseSnapshotKey, type DatabaseDescriptor } fr
 import { readHistory, restoreFromVault, type VaultTarget } from '../src/vault/restore.js';
 import { Shipper } from '../src/vault/shipper.js';
 import type { ListOptions, Vault, VaultObject } from '../src/vault/vault.js';
-import { UsageError } from './engine.js';
-import { fmt, log, median, phase, printTable, removeDb, rowsFor, secondsSince, syncAll, warm, type BenchContext, type Budget } from './common.js';
+import { fmt, log, median, parseQuickDir, phase, printTable, removeDb, rowsFor, secondsSince, syncAll, warm, type BenchContext, type Budget } from './common.js';
 
 export const BACKUP_USAGE = `options:
   --quick           scaled-down sizes (5 s / 12 s of writes, 64 MiB and 256 MiB instead of 1 GiB, 20k vs 2k records); about a minute
@@ -1026,24 +1025,10 @@ function report(ctx: Context): void {
   for (const n of ctx.notes) console.log(`\nnote: ${n}`);
 }
 
-function parseArgs(args: string[]): { quick: boolean; dir: string | undefined } {
-  let quick = false;
-  let dir: string | undefined;
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (a === '--quick') quick = true;
-    else if (a === '--dir') {
-      const v = args[++i];
-      if (v === undefined || v.startsWith('--')) throw new UsageError(`${a} needs a value`);
-      dir = v;
-    } else throw new UsageError(`unknown option ${JSON.stringify(a)}`);
-  }
-  return { quick, dir };
-}
 
 /** Runs the backup benchmark; see {@link BACKUP_USAGE}. */
 export async function runBackupBench(args: string[]): Promise<void> {
-  const opts = parseArgs(args);
+  const opts = parseQuickDir(args);
   const base = opts.dir ?? os.tmpdir();
   fs.mkdirSync(base, { recursive: true });
   const dir = fs.mkdtempSync(path.join(base, 'geodr-bench-backup-'));

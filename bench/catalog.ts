@@ -21,8 +21,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawnServer, type ServerProcess } from '../src/server/testing/spawn.js';
 import { ShardMapClient, createShardMapManager, type ShardConnection, type ShardMapManager } from '../src/sdk/index.js';
-import { UsageError } from './engine.js';
-import { fmt, log, phase, printTable, secondsSince, type BenchContext, type Budget } from './common.js';
+import { fmt, log, parseQuickDir, phase, printTable, secondsSince, type BenchContext, type Budget } from './common.js';
 
 export const CATALOG_USAGE = `options:
   --quick           500 shards instead of 10,000 and 2 s per rate instead of 6
@@ -45,20 +44,6 @@ const BUDGETS: Record<string, Budget> = {
 
 type Context = BenchContext<Sizes>;
 
-function parseArgs(args: string[]): { quick: boolean; dir: string | undefined } {
-  let quick = false;
-  let dir: string | undefined;
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (a === '--quick') quick = true;
-    else if (a === '--dir') {
-      const v = args[++i];
-      if (v === undefined || v.startsWith('--')) throw new UsageError(`${a} needs a value`);
-      dir = v;
-    } else throw new UsageError(`unknown option ${JSON.stringify(a)}`);
-  }
-  return { quick, dir };
-}
 
 /** Runs `fn` from `concurrency` loops for `seconds`; returns completed calls per second. */
 async function rate(seconds: number, concurrency: number, fn: (i: number) => Promise<unknown>): Promise<number> {
@@ -203,7 +188,7 @@ function report(ctx: Context): void {
 }
 
 export async function runCatalogBench(args: string[]): Promise<void> {
-  const opts = parseArgs(args);
+  const opts = parseQuickDir(args);
   const base = opts.dir ?? os.tmpdir();
   fs.mkdirSync(base, { recursive: true });
   const dir = fs.mkdtempSync(path.join(base, 'geodr-bench-catalog-'));

@@ -33,6 +33,25 @@ export interface BenchContext<S> {
   notes: string[];
 }
 
+/** A bad command line: run.ts turns it into exit code 2. */
+export class UsageError extends Error {}
+
+/** The options most benchmarks take: `--quick` (scaled-down sizes) and `--dir DIR` (work directory). */
+export function parseQuickDir(args: string[]): { quick: boolean; dir: string | undefined } {
+  let quick = false;
+  let dir: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--quick') quick = true;
+    else if (a === '--dir') {
+      const v = args[++i];
+      if (v === undefined || v.startsWith('--')) throw new UsageError(`${a} needs a value`);
+      dir = v;
+    } else throw new UsageError(`unknown option ${JSON.stringify(a)}`);
+  }
+  return { quick, dir };
+}
+
 export function log(msg: string): void {
   process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${msg}\n`);
 }

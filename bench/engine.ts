@@ -41,15 +41,13 @@ import {
   type Durability,
   type TxRecord,
 } from '../src/engine/index.js';
-import { fmt, log, median, phase, printTable, removeDb, rowsFor, secondsSince, syncAll, warm, type BenchContext, type Budget } from './common.js';
+import { fmt, log, median, phase, printTable, removeDb, rowsFor, secondsSince, syncAll, UsageError, warm, type BenchContext, type Budget } from './common.js';
 
 export const ENGINE_USAGE = `options:
   --quick           scaled-down sizes (64 MiB instead of 1 GiB, 20k instead of 1M); under a minute
   --only LIST       run only these sections (capture,apply,materialize,history); no JSON is written
   --dir DIR         work directory for the temporary databases (default: the OS temp dir)`;
 
-/** A bad command line: run.ts turns it into exit code 2. */
-export class UsageError extends Error {}
 
 const SECTIONS = ['capture', 'apply', 'materialize', 'history'] as const;
 type Section = (typeof SECTIONS)[number];

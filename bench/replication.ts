@@ -11,8 +11,7 @@ import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Cluster } from '../src/replication/testing/cluster.js';
-import { UsageError } from './engine.js';
-import { log } from './common.js';
+import { log, parseQuickDir } from './common.js';
 
 export const REPLICATION_USAGE = `options:
   --quick           shorter phases and a 32 MiB seeding database instead of 256 MiB
@@ -21,23 +20,6 @@ export const REPLICATION_USAGE = `options:
 const BUDGET = { lagP99MsAt1000tps: 50, plannedFailoverMs: 1000, forcedFailoverMs: 1000 };
 const TOKEN = 'admin-token-0123456789abcdef';
 
-interface Opts {
-  quick: boolean;
-  dir: string | undefined;
-}
-
-function parse(args: string[]): Opts {
-  const o: Opts = { quick: false, dir: undefined };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (a === '--quick') o.quick = true;
-    else if (a === '--dir') {
-      o.dir = args[++i];
-      if (o.dir === undefined) throw new UsageError('--dir needs a value');
-    } else throw new UsageError(`unknown option ${a}`);
-  }
-  return o;
-}
 
 /** The fields of API answers this benchmark reads (each answer has some of them). */
 interface Answer {
@@ -143,7 +125,7 @@ async function load(primary: string, secondary: string, db: string, tps: number,
 }
 
 export async function runReplicationBench(args: string[]): Promise<void> {
-  const opts = parse(args);
+  const opts = parseQuickDir(args);
   const base = opts.dir ?? os.tmpdir();
   const workDir = fs.mkdtempSync(path.join(base, 'geodr-bench-replication-'));
   process.env.TMPDIR = workDir;

@@ -3,7 +3,8 @@
  * with no name it lists them. An unknown name (or option) exits with code 2 so
  * scripts can tell a typo from a failed run (exit 1).
  */
-import { ENGINE_USAGE, runEngineBench, UsageError } from './engine.js';
+import { ENGINE_USAGE, runEngineBench } from './engine.js';
+import { UsageError } from './common.js';
 import { SERVER_USAGE, runServerBench } from './server.js';
 import { BACKUP_USAGE, runBackupBench } from './backup.js';
 import { REPLICATION_USAGE, runReplicationBench } from './replication.js';

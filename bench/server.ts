@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { spawnServer, type ServerProcess } from '../src/server/testing/spawn.js';
-import { UsageError } from './engine.js';
+import { parseQuickDir } from './common.js';
 
 export const SERVER_USAGE = `options:
   --quick           1,000 idle databases and 2 s per rate instead of 10,000 and 6 s
@@ -17,23 +17,6 @@ export const SERVER_USAGE = `options:
 
 const BUDGET = { idleDatabases: 10_000, idleRssMiB: 1024 };
 
-interface Opts {
-  quick: boolean;
-  dir: string | undefined;
-}
-
-function parse(args: string[]): Opts {
-  const o: Opts = { quick: false, dir: undefined };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (a === '--quick') o.quick = true;
-    else if (a === '--dir') {
-      o.dir = args[++i];
-      if (o.dir === undefined) throw new UsageError('--dir needs a value');
-    } else throw new UsageError(`unknown option ${a}`);
-  }
-  return o;
-}
 
 function log(s: string): void {
   console.log(s);
@@ -78,7 +61,7 @@ function openFds(pid: number): number {
 }
 
 export async function runServerBench(args: string[]): Promise<void> {
-  const opts = parse(args);
+  const opts = parseQuickDir(args);
   const base = opts.dir ?? os.tmpdir();
   const dir = fs.mkdtempSync(path.join(base, 'geodr-bench-server-'));
   const seconds = opts.quick ? 2 : 6;

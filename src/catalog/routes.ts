@@ -17,8 +17,7 @@ import { ERROR_CODES, GeodrError, type ErrorCode } from '../errors.js';
 import type { AppDeps } from '../server/http.js';
 import { requireAdmin, requireDatabaseAccess } from '../server/auth.js';
 import { validateName } from '../server/names.js';
-import type { SqlResult, SqlStatement } from '../server/sql.js';
-import { decodeValue, encodeValue } from '../server/values.js';
+import { resultView, toStatement } from '../server/values.js';
 import { GeodrApiError } from '../sdk/errors.js';
 import { executeForKey } from './execute.js';
 import * as gsm from './gsm.js';
@@ -663,22 +662,4 @@ export function registerCatalogRoutes(app: FastifyInstance, deps: CatalogRouteDe
   );
 }
 
-function toStatement(body: { sql: string; args?: unknown[]; named?: Record<string, unknown> }, where: string): SqlStatement {
-  return {
-    sql: body.sql,
-    args: body.args?.map((v, i) => decodeValue(v, `${where}args[${i}]`)),
-    named: body.named === undefined ? undefined : Object.fromEntries(Object.entries(body.named).map(([k, v]) => [k, decodeValue(v, `${where}named.${k}`)])),
-  };
-}
-
-function resultView(r: SqlResult): Record<string, unknown> {
-  return {
-    columns: r.columns,
-    types: r.decltypes,
-    rows: r.rows.map((row) => row.map(encodeValue)),
-    rowsAffected: r.rowsAffected,
-    lastInsertRowid: r.lastInsertRowid === null ? null : encodeValue(r.lastInsertRowid),
-    txid: r.txid,
-  };
-}
 

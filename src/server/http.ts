@@ -16,8 +16,8 @@ import { HranaEndpoint } from './hrana.js';
 import type { ServerMetrics } from './metrics.js';
 import { validateName } from './names.js';
 import type { ServerService } from './service.js';
-import { SqlSession, type SessionOptions, type SqlContext, type SqlResult, type SqlStatement } from './sql.js';
-import { decodeValue, encodeValue } from './values.js';
+import { SqlSession, type SessionOptions, type SqlContext } from './sql.js';
+import { resultView, toStatement } from './values.js';
 import { registerCatalogRoutes } from '../catalog/routes.js';
 import type { OperationRecord } from './store.js';
 import type { ReplicationManager } from '../replication/manager.js';
@@ -696,24 +696,6 @@ export function opView(op: OperationRecord): Record<string, unknown> {
   };
 }
 
-function toStatement(body: { sql: string; args?: unknown[]; named?: Record<string, unknown> }, where: string): SqlStatement {
-  return {
-    sql: body.sql,
-    args: body.args?.map((v, i) => decodeValue(v, `${where}args[${i}]`)),
-    named: body.named === undefined ? undefined : Object.fromEntries(Object.entries(body.named).map(([k, v]) => [k, decodeValue(v, `${where}named.${k}`)])),
-  };
-}
-
-function resultView(r: SqlResult): Record<string, unknown> {
-  return {
-    columns: r.columns,
-    types: r.decltypes,
-    rows: r.rows.map((row) => row.map(encodeValue)),
-    rowsAffected: r.rowsAffected,
-    lastInsertRowid: r.lastInsertRowid === null ? null : encodeValue(r.lastInsertRowid),
-    txid: r.txid,
-  };
-}
 
 /** Turns anything thrown into a GeodrError, naming fastify's request problems plainly. */
 export function toGeodrError(err: unknown): GeodrError {

@@ -8,7 +8,7 @@
  * strings. Parameters accept the same forms; true/false bind as 1/0.
  */
 import { GeodrError } from '../errors.js';
-import type { SqlValue } from './sql.js';
+import type { SqlResult, SqlStatement, SqlValue } from './sql.js';
 
 export type JsonSqlValue = null | number | string | boolean | { $integer: string } | { $real: number | string } | { $blob: string };
 
@@ -58,4 +58,25 @@ export function decodeValue(v: unknown, where: string): SqlValue {
 
 function bad(where: string, why: string): GeodrError {
   return new GeodrError('INVALID_ARGUMENT', `parameter ${where} ${why}`);
+}
+
+/** A statement from its JSON form (`sql`, `args`, `named`), values decoded; `where` prefixes error paths. */
+export function toStatement(body: { sql: string; args?: unknown[]; named?: Record<string, unknown> }, where: string): SqlStatement {
+  return {
+    sql: body.sql,
+    args: body.args?.map((v, i) => decodeValue(v, `${where}args[${i}]`)),
+    named: body.named === undefined ? undefined : Object.fromEntries(Object.entries(body.named).map(([k, v]) => [k, decodeValue(v, `${where}named.${k}`)])),
+  };
+}
+
+/** A result's JSON form: columns, declared types, rows (values encoded), rowsAffected, lastInsertRowid, txid. */
+export function resultView(r: SqlResult): Record<string, unknown> {
+  return {
+    columns: r.columns,
+    types: r.decltypes,
+    rows: r.rows.map((row) => row.map(encodeValue)),
+    rowsAffected: r.rowsAffected,
+    lastInsertRowid: r.lastInsertRowid === null ? null : encodeValue(r.lastInsertRowid),
+    txid: r.txid,
+  };
 }
