@@ -1025,7 +1025,6 @@ function report(ctx: Context): void {
   for (const n of ctx.notes) console.log(`\nnote: ${n}`);
 }
 
-
 /** Runs the backup benchmark; see {@link BACKUP_USAGE}. */
 export async function runBackupBench(args: string[]): Promise<void> {
   const opts = parseQuickDir(args);

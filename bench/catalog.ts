@@ -21,7 +21,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawnServer, type ServerProcess } from '../src/server/testing/spawn.js';
 import { ShardMapClient, createShardMapManager, type ShardConnection, type ShardMapManager } from '../src/sdk/index.js';
-import { fmt, log, parseQuickDir, phase, printTable, secondsSince, type BenchContext, type Budget } from './common.js';
+import { fmt, log, parseQuickDir, phase, printTable, rate, secondsSince, type BenchContext, type Budget } from './common.js';
 
 export const CATALOG_USAGE = `options:
   --quick           500 shards instead of 10,000 and 2 s per rate instead of 6
@@ -43,24 +43,6 @@ const BUDGETS: Record<string, Budget> = {
 };
 
 type Context = BenchContext<Sizes>;
-
-
-/** Runs `fn` from `concurrency` loops for `seconds`; returns completed calls per second. */
-async function rate(seconds: number, concurrency: number, fn: (i: number) => Promise<unknown>): Promise<number> {
-  const end = performance.now() + seconds * 1000;
-  let done = 0;
-  let next = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (performance.now() < end) {
-        await fn(next++);
-        done++;
-      }
-    }),
-  );
-  return done / ((performance.now() - t0) / 1000);
-}
 
 async function put(sp: ServerProcess, route: string): Promise<void> {
   const r = await fetch(`${sp.url}${route}`, { method: 'PUT', headers: { authorization: `Bearer ${sp.adminToken}`, 'content-type': 'application/json' }, body: '{}' });

@@ -115,3 +115,20 @@ export function printTable(headers: string[], rows: string[][], rightAlign: bool
   for (const r of rows) console.log(line(r));
 }
 
+
+/** Runs `fn` from `concurrency` loops for `seconds`; returns completed calls per second. */
+export async function rate(seconds: number, concurrency: number, fn: (i: number) => Promise<unknown>): Promise<number> {
+  const end = performance.now() + seconds * 1000;
+  let done = 0;
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < end) {
+        await fn(next++);
+        done++;
+      }
+    }),
+  );
+  return done / ((performance.now() - t0) / 1000);
+}

@@ -9,14 +9,13 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { spawnServer, type ServerProcess } from '../src/server/testing/spawn.js';
-import { parseQuickDir } from './common.js';
+import { parseQuickDir, rate } from './common.js';
 
 export const SERVER_USAGE = `options:
   --quick           1,000 idle databases and 2 s per rate instead of 10,000 and 6 s
   --dir DIR         work directory (default: the OS temp dir)`;
 
 const BUDGET = { idleDatabases: 10_000, idleRssMiB: 1024 };
-
 
 function log(s: string): void {
   console.log(s);
@@ -31,23 +30,6 @@ async function post(sp: ServerProcess, route: string, body: unknown, method = 'P
   const json = (await r.json());
   if (!r.ok) throw new Error(`${method} ${route}: ${r.status} ${JSON.stringify(json)}`);
   return json;
-}
-
-/** Runs `fn` from `concurrency` loops for `seconds`; returns completed calls per second. */
-async function rate(seconds: number, concurrency: number, fn: (i: number) => Promise<void>): Promise<number> {
-  const end = performance.now() + seconds * 1000;
-  let done = 0;
-  let next = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (performance.now() < end) {
-        await fn(next++);
-        done++;
-      }
-    }),
-  );
-  return done / ((performance.now() - t0) / 1000);
 }
 
 function rssMiB(pid: number): number {
