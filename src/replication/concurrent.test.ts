@@ -12,22 +12,32 @@ test('concurrent forced failovers on two secondaries: at most one primary', { ti
   const c = await Cluster.start(['p', 's1', 's2']);
   try {
     const p = c.api('p');
-    assert.equal((await p('PUT', '/v1/databases/dup', {})).status, 201);
-    await p('POST', '/v1/databases/dup/query', { sql: 'create table t(id integer primary key, v text)' });
-    for (const s of ['s1', 's2']) {
-      const add = await p('POST', '/v1/databases/dup/replicationLinks', { partnerServer: s });
-      await eventually(async () => (await c.api(s)('GET', `/v1/operations/${add.body.operation.id}`)).body.state === 'Succeeded', 30_000, `${s} seeded`);
+    for (const db of ['dup', 'seq']) {
+      assert.equal((await p('PUT', `/v1/databases/${db}`, {})).status, 201);
+      await p('POST', `/v1/databases/${db}/query`, { sql: 'create table t(id integer primary key, v text)' });
+      for (const s of ['s1', 's2']) {
+        const add = await p('POST', `/v1/databases/${db}/replicationLinks`, { partnerServer: s });
+        await eventually(async () => (await c.api(s)('GET', `/v1/operations/${add.body.operation.id}`)).body.state === 'Succeeded', 30_000, `${s} seeded`);
+      }
+      for (let i = 0; i < 5; i++) await p('POST', `/v1/databases/${db}/query`, { sql: "insert into t(v) values ('x')" });
+      assert.equal((await p('POST', `/v1/databases/${db}/waitForCopySync`, {})).status, 200);
     }
-    for (let i = 0; i < 5; i++) await p('POST', '/v1/databases/dup/query', { sql: "insert into t(v) values ('x')" });
-    assert.equal((await p('POST', '/v1/databases/dup/waitForCopySync', {})).status, 200);
     // Heartbeats have told each secondary about its sibling.
     await new Promise((r) => setTimeout(r, 300));
     await c.kill('p');
 
-    const force = async (s: string) => {
-      const l = (await c.api(s)('GET', '/v1/databases/dup/replicationLinks')).body.value[0];
-      return c.api(s)('POST', `/v1/databases/dup/replicationLinks/${l.id}/forceFailoverAllowDataLoss`);
+    const force = async (s: string, db = 'dup') => {
+      const l = (await c.api(s)('GET', `/v1/databases/${db}/replicationLinks`)).body.value[0];
+      return c.api(s)('POST', `/v1/databases/${db}/replicationLinks/${l.id}/forceFailoverAllowDataLoss`);
     };
+
+    // One after the other (a slow second operator): the first claim still stands, so the second is refused.
+    const first = await force('s1', 'seq');
+    assert.equal(first.status, 200, JSON.stringify(first.body));
+    const second = await force('s2', 'seq');
+    assert.equal(second.status, 409, JSON.stringify(second.body));
+    assert.equal(second.body.error.code, 'CONFLICT');
+    assert.match(second.body.error.message, /s1 is failing seq over/);
     const [a, b] = await Promise.all([force('s1'), force('s2')]);
     console.log(`concurrent forced failovers answered ${a.status} (s1) and ${b.status} (s2)`);
     assert.ok(!(a.status === 200 && b.status === 200), `both became primary: ${JSON.stringify([a.body, b.body])}`);

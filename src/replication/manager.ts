@@ -32,7 +32,7 @@ import { ReplicationSource } from './source.js';
 
 export const MAX_SECONDARIES = 4;
 /** How long a sibling's claim of an epoch blocks another forced failover (the claimer may have died). */
-const CLAIM_TTL_MS = 30_000;
+const CLAIM_TTL_MS = 10_000;
 
 /** A link as the API and the views show it. */
 export interface LinkView {
@@ -947,8 +947,10 @@ export class ReplicationManager implements ReplicationHooks {
    */
   private async claimEpoch(name: string, epoch: number, siblings: Array<{ linkId: string; server: string; database: string }>): Promise<void> {
     const held = this.claims.get(name);
-    if (held !== undefined && held.server !== this.self && held.epoch >= epoch && Date.now() - held.at < CLAIM_TTL_MS) {
-      throw new GeodrError('CONFLICT', `server ${held.server} is failing ${name} over (it claimed epoch ${held.epoch}); fail over from one secondary at a time`, { database: name, details: { server: held.server, epoch: held.epoch } });
+    // Any live claim by a sibling stands, whatever its epoch: that sibling is becoming (or has
+    // become) the primary, and this copy is about to be relinked to it.
+    if (held !== undefined && held.server !== this.self && Date.now() - held.at < CLAIM_TTL_MS) {
+      throw new GeodrError('CONFLICT', `server ${held.server} is failing ${name} over (it claimed epoch ${held.epoch} ${Math.round((Date.now() - held.at) / 1000)} s ago); fail over from one secondary at a time, or retry in ${CLAIM_TTL_MS / 1000} s`, { database: name, details: { server: held.server, epoch: held.epoch } });
     }
     this.claims.set(name, { epoch, server: this.self, at: Date.now() });
     const refusals: string[] = [];
@@ -975,10 +977,10 @@ export class ReplicationManager implements ReplicationHooks {
   /** A sibling secondary claims the next epoch for a forced failover (see claimEpoch). */
   receiveClaim(name: string, body: { epoch: number; server: string }): { claimed: number } {
     const rec = this.service.requireDatabase(name);
-    const mine = this.epochOf(rec);
-    if (rec.role === 'primary' && mine >= body.epoch) throw new GeodrError('CONFLICT', `${this.self} already holds ${name} as primary at epoch ${mine}`, { database: name });
+    // A sibling already promoted: a second primary is what the claim exists to prevent.
+    if (rec.role === 'primary' && rec.fencedBy === null) throw new GeodrError('CONFLICT', `${this.self} already holds ${name} as primary (epoch ${this.epochOf(rec)})`, { database: name });
     const held = this.claims.get(name);
-    if (held !== undefined && held.server !== body.server && held.epoch >= body.epoch && Date.now() - held.at < CLAIM_TTL_MS) {
+    if (held !== undefined && held.server !== body.server && Date.now() - held.at < CLAIM_TTL_MS) {
       throw new GeodrError('CONFLICT', `${held.server} claimed epoch ${held.epoch} of ${name} first`, { database: name, details: { server: held.server, epoch: held.epoch } });
     }
     this.claims.set(name, { epoch: body.epoch, server: body.server, at: Date.now() });
@@ -1139,7 +1141,8 @@ export class ReplicationManager implements ReplicationHooks {
       this.store.putLink(link);
       this.store.setReplicationState(name, { role: 'secondary', epoch: rec.epoch, epochs: body.epochs, fencedBy: null });
     });
-    this.claims.delete(name);
+    // A sibling's claim stays (until it expires) even once it is our primary: a second
+    // operator's forced failover racing the first is refused, not turned into a deposal.
     const sink = this.sinks.get(name);
     if (sink !== undefined) {
       sink.target.linkId = body.link;
