@@ -97,6 +97,14 @@ export class PageHashes {
     this.hashes = next;
   }
 
+  /**
+   * The hashes of pages 1..pageCount, two words a page: what another copy compares its own
+   * with to find the pages that differ (a resync sends only those).
+   */
+  table(): Uint32Array {
+    return this.hashes.slice(2, 2 * (this.pages + 1));
+  }
+
   /** Sets page `pgno` to `page`, updating the sum. Grows the page count if needed. */
   setPage(pgno: number, page: Uint8Array): void {
     this.ensure(pgno);

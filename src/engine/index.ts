@@ -8,7 +8,7 @@ export { TxLog, type LoggedTx } from './log.js';
 export { LocalChain, type ChainSource, type UnitRef } from './chain.js';
 export { materialize, planRestore, resolveTarget, integrityCheck, type MaterializeOptions, type MaterializeResult, type RestoreTarget, type RestorePlan } from './materialize.js';
 export { compact, mergeUnits, rollSnapshot, DEFAULT_SPANS, type CompactOptions, type CompactResult } from './compact.js';
-export { takeSnapshot, takeIncrementalSnapshot, writeFullSnapshot, listSnapshots, type SnapshotRef, type IncrementalOptions } from './snapshot.js';
+export { takeSnapshot, takeIncrementalSnapshot, takeDiffUnit, writeFullSnapshot, listSnapshots, type SnapshotRef, type IncrementalOptions } from './snapshot.js';
 export { encodeRecord, decodeRecord, RECORD_VERSION, type TxRecord } from './record.js';
 export { checksumHex, checksumFromHex, checksumEquals, hashPage, PageHashes, type Checksum } from './checksum.js';
 export { NodeFs, FaultFs, type EngineFs, type FaultAction } from './fs.js';

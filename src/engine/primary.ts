@@ -713,6 +713,11 @@ export class PrimaryDatabase {
     return this.meta.pageSize;
   }
 
+  /** Per-page hashes of the current state (see PageHashes.table); take it in the same turn as pin(). */
+  pageHashTable(): Uint32Array {
+    return this.hashes.table();
+  }
+
   /** The base the log starts from (TXID, checksum). */
   get base(): DatabaseMeta['base'] {
     return this.meta.base;

@@ -14,7 +14,7 @@ import { checksumHex } from './checksum.js';
 import { FaultFs, NodeFs } from './fs.js';
 import { PrimaryDatabase } from './primary.js';
 import { ReplicaDatabase } from './replica.js';
-import { takeIncrementalSnapshot } from './snapshot.js';
+import { takeDiffUnit, takeIncrementalSnapshot } from './snapshot.js';
 import { dumpHash, integrity, prng, tempDir } from './testing/helpers.js';
 
 function writeRows(db: PrimaryDatabase, rand: () => number, n: number, tag: string): void {
@@ -156,4 +156,50 @@ test('a bad unit leaves the primary untouched; a fault at any conversion step is
   } finally {
     cleanup();
   }
+});
+
+test('resync: a diff unit brings a copy behind, or on a lineage that diverged, to the primary exactly', async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: 1, max: 2 ** 31 }), fc.integer({ min: 0, max: 25 }), fc.integer({ min: 1, max: 25 }), async (seed, lost, gained) => {
+      const { dir, cleanup } = tempDir();
+      try {
+        const rand = prng(seed);
+        const { a, b } = seeded(dir, rand, 30);
+        // A copy that fell behind: seeded at the start, never applied anything.
+        const behind = ReplicaDatabase.create({ file: path.join(dir, 'behind.db') }, path.join(a.stateDir, 'snapshots', '0000000000000000.full'), a.dbId);
+        // A diverged copy: the old primary wrote alone past M and became a replica at its own state.
+        writeRows(a, rand, lost, 'lost');
+        const position = { txid: a.txid, epoch: a.epoch, pageCount: a.status().pageCount, checksum: a.checksum, timestamp: a.status().lastWriteTime };
+        a.close();
+        const np = b.promote();
+        writeRows(np, rand, gained, 'new');
+        const diverged = ReplicaDatabase.convertFromPrimary({ file: path.join(dir, 'a.db') }, { position, epoch: position.epoch });
+        for (const copy of [behind, diverged]) {
+          const unit = await takeDiffUnit(np, { table: copy.pageHashTable(), checksum: copy.checksum }, path.join(dir, 'units'));
+          const pos = copy.resync(unit.file);
+          assert.equal(pos.txid, np.txid, `seed ${seed}`);
+          assert.equal(checksumHex(copy.checksum), checksumHex(np.checksum));
+          assert.equal(copy.read(dumpHash), np.read(dumpHash));
+          assert.equal(copy.read(integrity), 'ok');
+          assert.ok(unit.pages <= np.status().pageCount);
+        }
+        // And they follow with ordinary records afterwards.
+        const k = np.txid;
+        writeRows(np, rand, 3, 'after');
+        for (const copy of [behind, diverged]) {
+          copy.apply([...np.records(k + 1)]);
+          assert.equal(checksumHex(copy.checksum), checksumHex(np.checksum));
+          copy.close();
+        }
+        // A reopen verifies the file against the position by a full rehash.
+        const again = ReplicaDatabase.open({ file: path.join(dir, 'behind.db') });
+        assert.equal(checksumHex(again.checksum), checksumHex(np.checksum));
+        again.close();
+        np.close();
+      } finally {
+        cleanup();
+      }
+    }),
+    { numRuns: 10 },
+  );
 });

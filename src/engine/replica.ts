@@ -339,7 +339,8 @@ export class ReplicaDatabase {
       // Torn: the crash came before the journal was complete, so the file was never touched.
       unit = undefined;
     }
-    if (unit !== undefined && unit.txid > this.pos.txid) this.writeUnit(unit);
+    // Not applied yet (an apply moves forward; a resync may move to any TXID): do it again.
+    if (unit !== undefined && (unit.txid !== this.pos.txid || !checksumEquals(unit.post, this.pos.checksum))) this.writeUnit(unit);
     efs.truncate(this.journalFd, 0, 'replica.journal.clear');
     efs.sync(this.journalFd, 'replica.journal.clear');
   }
@@ -473,6 +474,77 @@ export class ReplicaDatabase {
     }
   }
 
+  /**
+   * Makes this copy equal to another copy of the database from a diff unit (see
+   * takeDiffUnit): whatever TXID or lineage it was at, it ends at the unit's TXID with
+   * its checksum. Journalled like an apply, so a crash is finished at the next open.
+   * Throws REPLICA_DIVERGED (and stops) if the result does not hash to the unit's `post`.
+   */
+  resync(unitFile: string): ReplicaPosition {
+    this.ensureOpen();
+    if (this.activeReads > 0) throw new GeodrError('BUSY', `${this.activeReads} read transaction(s) open`, { database: this.name });
+    const efs = this.efs;
+    const buf = readWholeFile(efs, unitFile, 'replica.resync.read');
+    if (buf === undefined) throw new GeodrError('INVALID_ARGUMENT', 'no resync unit', { database: this.name, object: unitFile });
+    const unit = decodeRecord(buf, { object: unitFile, dbId: this.meta.dbId });
+    const ctx = { database: this.name, txid: unit.txid };
+    if (unit.pageSize !== this.meta.pageSize) throw new GeodrError('RECORD_CORRUPT', `page size ${unit.pageSize}, replica has ${this.meta.pageSize}`, ctx);
+    if (!checksumEquals(unit.pre, this.hashes.sum)) {
+      throw new GeodrError('REPLICA_DIVERGED', `the resync unit was made for ${checksumHex(unit.pre)}; this copy is at ${checksumHex(this.hashes.sum)}`, ctx);
+    }
+    const lock = lockBytePage(this.meta.pageSize);
+    for (const [p, img] of unit.pages) if (p !== lock) this.hashes.setPage(p, img);
+    this.hashes.truncate(unit.commitSize);
+    if (!checksumEquals(unit.post, this.hashes.sum)) {
+      return this.diverged(`resync ends on ${checksumHex(this.hashes.sum)}, the unit states ${checksumHex(unit.post)}`, ctx, unit.post);
+    }
+    const merged = new Map(unit.pages);
+    const p1 = Buffer.alloc(this.meta.pageSize);
+    const own = merged.get(1);
+    if (own !== undefined) p1.set(own);
+    else efs.read(this.fd, p1, 0, this.meta.pageSize, 0, 'replica.resync.read');
+    const cur = Buffer.alloc(4);
+    efs.read(this.fd, cur, 0, 4, 24, 'replica.resync.read');
+    prepareRollbackPageOne(p1, cur.readUInt32BE(0), unit.commitSize);
+    merged.set(1, p1);
+    const journalled: TxRecord = { ...unit, pages: [...merged.entries()].sort((a, b) => a[0] - b[0]) };
+    try {
+      efs.truncate(this.journalFd, 0, 'replica.journal.reset');
+      efs.write(this.journalFd, encodeRecord(journalled), 0, 'replica.journal.write');
+      if (this.fsync) efs.sync(this.journalFd, 'replica.journal.sync');
+      this.writeUnit(journalled);
+      efs.truncate(this.journalFd, 0, 'replica.journal.clear');
+    } catch (e) {
+      this.failure = e;
+      throw e;
+    }
+    this.applies++;
+    if (this.opts.strict === true) this.verify();
+    return this.pos;
+  }
+
+  /** {@link resync} once no read transaction is open. */
+  async resyncWhenIdle(unitFile: string): Promise<ReplicaPosition> {
+    if (this.activeReads > 0) {
+      this.applyWaiting++;
+      try {
+        await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+      } finally {
+        this.applyWaiting--;
+      }
+    }
+    try {
+      return this.resync(unitFile);
+    } finally {
+      if (this.applyWaiting === 0) for (const w of this.readWaiters.splice(0)) w();
+    }
+  }
+
+  /** Per-page hashes of this copy (see PageHashes.table), for a resync. */
+  pageHashTable(): Uint32Array {
+    return this.hashes.table();
+  }
+
   /** Rehashes the whole file and compares with the applied position. */
   verify(): Checksum {
     const full = hashLogicalDb({ efs: this.efs, dbFd: this.fd, pageSize: this.meta.pageSize, pageCount: this.pos.pageCount }, 'replica.verify');
@@ -526,6 +598,11 @@ export class ReplicaDatabase {
         if (this.activeReads === 0) for (const w of this.idleWaiters.splice(0)) w();
       },
     };
+  }
+
+  /** False once closed or stopped after a failure (a diverged apply). */
+  get isOpen(): boolean {
+    return !this.closed && this.failure === undefined;
   }
 
   get position(): ReplicaPosition {

@@ -205,3 +205,56 @@ export async function takeIncrementalSnapshot(db: PrimaryDatabase, sinceTxid: nu
     view.release();
   }
 }
+
+/**
+ * A unit that turns another copy of this database — whatever TXID or lineage it is at —
+ * into this one at its current TXID: the pages whose hashes differ from `remote` (the
+ * other copy's PageHashes.table()), plus any it lacks, at a pinned view. Its `pre` is the
+ * other copy's checksum and its `post` this one's, so applying it is verified end to end.
+ * A resync moves only what differs, where a re-seed would move the whole database.
+ */
+export async function takeDiffUnit(db: PrimaryDatabase, remote: { table: Uint32Array; checksum: Checksum }, dir: string): Promise<SnapshotRef & { pages: number }> {
+  const view = db.pin();
+  // Same turn as the pin: no write can land between the two.
+  const mine = db.pageHashTable();
+  try {
+    const lock = lockBytePage(view.pageSize);
+    const remotePages = remote.table.length / 2;
+    const pages: number[] = [];
+    for (let p = 1; p <= view.pageCount; p++) {
+      if (p === lock) continue;
+      const i = 2 * (p - 1);
+      if (p > remotePages || mine[i] !== remote.table[i] || mine[i + 1] !== remote.table[i + 1]) pages.push(p);
+    }
+    const efs = view.efs;
+    efs.mkdir(dir, 'snapshot.mkdir');
+    const file = path.join(dir, `${hex16(view.txid)}.diff`);
+    const fd = efs.open(file, 'w+', 'snapshot.create');
+    try {
+      const w = new UnitWriter(
+        efs,
+        fd,
+        { dbId: view.dbId, epoch: view.epoch, baseTxid: view.txid, txid: view.txid, full: false, timestamp: view.timestamp, pageSize: view.pageSize, commitSize: view.pageCount, pre: remote.checksum, post: view.checksum },
+        pages.length,
+        'snapshot.write',
+      );
+      const src = viewSource(view);
+      for (let i = 0; i < pages.length; i += BATCH_PAGES) {
+        const batch: Array<[number, Uint8Array]> = [];
+        for (const p of pages.slice(i, i + BATCH_PAGES)) {
+          const buf = Buffer.allocUnsafe(view.pageSize);
+          readLogicalPage(src, p, buf, 'snapshot.read');
+          batch.push([p, buf]);
+        }
+        w.addPages(batch);
+        await yieldToLoop();
+      }
+      w.finish();
+    } finally {
+      efs.close(fd, 'snapshot.close');
+    }
+    return { kind: 'incremental', baseTxid: view.txid, txid: view.txid, file, pages: pages.length };
+  } finally {
+    view.release();
+  }
+}

@@ -62,3 +62,54 @@ test('concurrent forced failovers on two secondaries: at most one primary', { ti
     await c.stop();
   }
 });
+
+test('after a forced failover, a sibling ahead of the new primary (diverged) or behind it (outside its log) resyncs by the pages that differ, without a re-seed', { timeout: 120_000 }, async () => {
+  const c = await Cluster.start(['p', 's1', 's2'], { proxied: true, config: () => ({ replication: { heartbeatMs: 100, peerTimeoutMs: 1000, maxBackoffMs: 200 } }) });
+  try {
+    const p = c.api('p');
+    const q = (n: string, db: string, sql: string) => c.api(n)('POST', `/v1/databases/${db}/query`, { sql });
+    for (const db of ['ahead', 'behind']) {
+      assert.equal((await p('PUT', `/v1/databases/${db}`, {})).status, 201);
+      await q('p', db, 'create table t(id integer primary key, v text, pad blob)');
+      await p('POST', `/v1/databases/${db}/batch`, { statements: Array.from({ length: 200 }, () => ({ sql: "insert into t(v, pad) values ('seed', randomblob(1000))" })) });
+      for (const s of ['s1', 's2']) {
+        const add = await p('POST', `/v1/databases/${db}/replicationLinks`, { partnerServer: s });
+        await eventually(async () => (await c.api(s)('GET', `/v1/operations/${add.body.operation.id}`)).body.state === 'Succeeded', 30_000, `${s} seeded`);
+      }
+      assert.equal((await p('POST', `/v1/databases/${db}/waitForCopySync`, {})).status, 200);
+    }
+    // s1 stops hearing from p; p writes on, and only s2 gets it. Then p is lost.
+    await c.cutBetween('p', 's1');
+    for (const db of ['ahead', 'behind']) for (let i = 0; i < 10; i++) assert.equal((await q('p', db, "insert into t(v) values ('only-s2')")).status, 200);
+    await eventually(async () => (await c.api('s2')('GET', '/v1/databases/ahead')).body.txid === (await p('GET', '/v1/databases/ahead')).body.txid, 10_000, 's2 has everything');
+    await eventually(async () => (await c.api('s2')('GET', '/v1/databases/behind')).body.txid === (await p('GET', '/v1/databases/behind')).body.txid, 10_000, 's2 has everything');
+    await c.kill('p');
+
+    const force = async (s: string, db: string) => {
+      const l = (await c.api(s)('GET', `/v1/databases/${db}/replicationLinks`)).body.value[0];
+      const r = await c.api(s)('POST', `/v1/databases/${db}/replicationLinks/${l.id}/forceFailoverAllowDataLoss`);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+    };
+    // "ahead": s1 (behind) becomes primary, so s2 has records the new history replaced.
+    await force('s1', 'ahead');
+    // "behind": s2 (ahead) becomes primary, so s1 needs records from before its log began.
+    await force('s2', 'behind');
+    for (const [db, primary, sibling] of [['ahead', 's1', 's2'], ['behind', 's2', 's1']] as const) {
+      assert.equal((await q(primary, db, "insert into t(v) values ('after')")).status, 200);
+      await eventually(async () => {
+        const pv = (await c.api(primary)('GET', `/v1/databases/${db}`)).body;
+        const sv = (await c.api(sibling)('GET', `/v1/databases/${db}`)).body;
+        return sv.role === 'secondary' && sv.status === 'Online' && sv.txid === pv.txid && sv.checksum === pv.checksum;
+      }, 30_000, `${sibling} follows ${primary} for ${db}`);
+      const ops = (await c.api(sibling)('GET', `/v1/operations?database=${db}`)).body.value as any[];
+      assert.equal(ops.filter((o) => o.kind === 'seedSecondary').length, 1, `${sibling} was not re-seeded for ${db}`);
+      const rows = (await q(sibling, db, "select count(*) from t where v = 'only-s2'")).body.rows[0][0];
+      assert.equal(rows, db === 'ahead' ? 0 : 10, `${db}: the sibling holds exactly the new primary's history`);
+    }
+    const m = String((await c.api('s2')('GET', '/metrics')).body) + String((await c.api('s1')('GET', '/metrics')).body);
+    const resyncs = [...m.matchAll(/geodr_replication_events_total\{event="resyncs"[^}]*\} (\d+)/g)].reduce((n, x) => n + Number(x[1]), 0);
+    assert.equal(resyncs, 2);
+  } finally {
+    await c.stop();
+  }
+});

@@ -17,7 +17,7 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { GeodrError, isGeodrError } from '../errors.js';
-import { checksumFromHex, checksumHex, encodeRecord, PrimaryDatabase, ReplicaDatabase, takeIncrementalSnapshot, takeSnapshot } from '../engine/index.js';
+import { checksumFromHex, checksumHex, encodeRecord, PrimaryDatabase, ReplicaDatabase, takeDiffUnit, takeIncrementalSnapshot, takeSnapshot } from '../engine/index.js';
 import type { ServerConfig } from '../server/config.js';
 import { DatabaseHost } from '../server/host.js';
 import type { OperationContext } from '../server/operations.js';
@@ -117,7 +117,7 @@ export class ReplicationManager implements ReplicationHooks {
   /** Called after a database became primary at a new epoch here (the backup service starts the new lineage). */
   onPromoted: ((database: string) => void) | undefined;
   /** Counts for metrics. */
-  readonly counters = { failovers: 0, forcedFailovers: 0, rejoins: 0, reseeds: 0, fences: 0 };
+  readonly counters = { failovers: 0, forcedFailovers: 0, rejoins: 0, resyncs: 0, reseeds: 0, fences: 0 };
 
   constructor(deps: ManagerDeps) {
     this.config = deps.config;
@@ -716,10 +716,10 @@ export class ReplicationManager implements ReplicationHooks {
         onConnected: () => undefined,
         onApplied: () => undefined,
         onFatal: (e) => {
-          this.logger.warn({ err: e, database: name }, 'the secondary cannot continue from its position; re-seeding');
+          this.logger.warn({ err: e, database: name }, 'the secondary cannot continue from its position; resyncing');
           this.sinks.delete(name);
           const l = this.store.listLinks(name).find((x) => x.localRole === 'secondary');
-          if (l !== undefined) this.reseed(name, l);
+          if (l !== undefined) void this.resync(name, l);
         },
         onStalePrimary: () => undefined,
       },
@@ -737,6 +737,62 @@ export class ReplicationManager implements ReplicationHooks {
     const h = this.replicas.get(name);
     this.replicas.delete(name);
     h?.replica.close();
+  }
+
+  /**
+   * Brings a secondary that cannot stream from its position (behind the primary's log, or
+   * on a lineage a failover replaced) to the primary's state by sending only the pages
+   * that differ: it sends its page-hash table, the primary answers with a diff unit, and
+   * the replica applies it, verified by checksum. Falls back to a full re-seed.
+   */
+  private async resync(name: string, link: LinkRecord): Promise<void> {
+    if (this.stopped) return;
+    const rep = this.replica(name);
+    if (rep === undefined || !rep.isOpen) return this.reseed(name, link);
+    const file = path.join(rep.stateDir, 'resync.unit');
+    try {
+      const table = rep.pageHashTable();
+      const res = await this.peers.fetch(link.partnerServer, 'POST', `/internal/v1/replication/${encodeURIComponent(link.partnerDatabase)}/diffUnit`, {
+        stream: true,
+        timeoutMs: 60_000,
+        body: { link: link.id, checksum: checksumHex(rep.checksum), hashes: Buffer.from(table.buffer, table.byteOffset, table.byteLength).toString('base64') },
+      });
+      if (!res.ok) throw peerError(link.partnerServer, 'diffUnit', res.status, await res.text());
+      const buf = Buffer.from(await res.arrayBuffer());
+      fs.writeFileSync(file, buf);
+      const pos = await rep.resyncWhenIdle(file);
+      this.counters.resyncs++;
+      this.logger.info({ database: name, txid: pos.txid, bytes: buf.length }, 'resynced from the primary by the pages that differed');
+      const l = this.store.getLink(link.id) ?? link;
+      this.store.putLink({ ...l, state: 'CATCH_UP', modifiedAt: Date.now(), lastTxid: pos.txid, lastTime: pos.timestamp });
+      this.startSink(name, this.store.getLink(link.id) ?? l);
+    } catch (e) {
+      this.logger.warn({ err: e, database: name }, 'resync failed; re-seeding');
+      this.reseed(name, link);
+    } finally {
+      fs.rmSync(file, { force: true });
+    }
+  }
+
+  /** On the primary: the diff unit a secondary's resync applies (see resync). */
+  async serveDiffUnit(name: string, body: { link: string; checksum: string; hashes: string }, reply: FastifyReply): Promise<void> {
+    const rec = this.service.requireDatabase(name);
+    if (rec.role !== 'primary' || rec.fencedBy !== null) throw new GeodrError('READ_ONLY', `database ${name} on ${this.self} is not the primary`, { database: name });
+    const link = this.store.getLink(body.link);
+    if (link === undefined || link.database !== name || link.localRole !== 'primary') throw new GeodrError('NOT_FOUND', `database ${name} on ${this.self} has no replication link ${body.link}`, { database: name });
+    const raw = Buffer.from(body.hashes, 'base64');
+    if (raw.length % 8 !== 0) throw new GeodrError('INVALID_ARGUMENT', 'hashes must be 8 bytes a page', { database: name });
+    const table = new Uint32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length));
+    const dir = path.join(this.config.dataDir, 'tmp', `diff-${randomUUID()}`);
+    const unit = await this.host.use(name, (t) => takeDiffUnit(t.db, { table, checksum: checksumFromHex(body.checksum) }, dir));
+    const size = fs.statSync(unit.file).size;
+    const p = this.source.progress.get(body.link);
+    if (p !== undefined) p.bytesSent += size;
+    reply.hijack();
+    reply.raw.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(size), 'geodr-pages': String(unit.pages) });
+    const stream = fs.createReadStream(unit.file);
+    stream.pipe(reply.raw);
+    stream.on('close', () => fs.rmSync(dir, { recursive: true, force: true }));
   }
 
   /** Starts seeding again from scratch (the copy fell out of the primary's log, or diverged). */

@@ -310,6 +310,22 @@ export function registerReplicationRoutes(app: FastifyInstance, m: ReplicationMa
       await m.serveCatchUpUnit(req.params.db, req.body, reply);
     },
   );
+  app.post<{ Params: { db: string }; Body: { link: string; checksum: string; hashes: string } }>(
+    internal('diffUnit'),
+    {
+      // 8 bytes of hash a page, base64: about 11 MiB for a 4 GiB database.
+      bodyLimit: 1 << 30,
+      schema: {
+        hide: true,
+        params: dbParams,
+        body: linkBody({ checksum: { type: 'string', pattern: '^[0-9a-f]{16}$' }, hashes: { type: 'string' } }, ['link', 'checksum', 'hashes']),
+      },
+    },
+    async (req, reply) => {
+      admin(req);
+      await m.serveDiffUnit(req.params.db, req.body, reply);
+    },
+  );
   app.put<{ Params: { name: string }; Body: { partnerServer: string; databases: string[] } }>(
     '/internal/v1/failoverGroups/:name',
     { schema: { hide: true, params: groupParams, body: { type: 'object', required: ['partnerServer', 'databases'], properties: { partnerServer: NAME, databases: { type: 'array', items: { type: 'string' } } } } } },

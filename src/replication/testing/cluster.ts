@@ -99,6 +99,14 @@ export class Cluster {
     this.proxies.clear();
   }
 
+  /** Cuts the paths between two servers only (both directions). */
+  async cutBetween(a: string, b: string): Promise<void> {
+    for (const key of [`${a}>${b}`, `${b}>${a}`]) {
+      await this.proxies.get(key)?.kill();
+      this.proxies.delete(key);
+    }
+  }
+
   /** Brings the paths back. */
   async heal(): Promise<void> {
     for (const [key, port] of this.proxyPorts) {
