@@ -113,3 +113,44 @@ test('after a forced failover, a sibling ahead of the new primary (diverged) or 
     await c.stop();
   }
 });
+
+test('an old primary back after a long outage (the new primary pruned its log since the failover) rejoins by resync, keeping its old copy', { timeout: 120_000 }, async () => {
+  const c = await Cluster.start(['east', 'west'], {
+    config: () => ({ limits: { logSegmentBytes: 64 << 10 }, replication: { heartbeatMs: 100, peerTimeoutMs: 1000, maxBackoffMs: 200, maxLagTxids: 20 }, backup: { shipIntervalMs: 200 } }),
+  });
+  try {
+    const east = c.api('east');
+    const west = c.api('west');
+    const q = (n: typeof east, sql: string) => n('POST', '/v1/databases/long/query', { sql });
+    assert.equal((await east('PUT', '/v1/databases/long', {})).status, 201);
+    await q(east, 'create table t(id integer primary key, v text, pad blob)');
+    const add = await east('POST', '/v1/databases/long/replicationLinks', { partnerServer: 'west' });
+    await eventually(async () => (await west('GET', `/v1/operations/${add.body.operation.id}`)).body.state === 'Succeeded', 30_000, 'seeded');
+    for (let i = 0; i < 10; i++) await q(east, "insert into t(v, pad) values ('base', randomblob(1500))");
+    assert.equal((await east('POST', '/v1/databases/long/waitForCopySync', {})).status, 200);
+    await c.kill('east');
+    const l = (await west('GET', '/v1/databases/long/replicationLinks')).body.value[0];
+    assert.equal((await west('POST', `/v1/databases/long/replicationLinks/${l.id}/forceFailoverAllowDataLoss`)).status, 200);
+    // West writes far more than it keeps log for while east is away; pruning runs every few seconds.
+    for (let i = 0; i < 40; i++) {
+      await west('POST', '/v1/databases/long/batch', { statements: Array.from({ length: 5 }, () => ({ sql: "insert into t(v, pad) values ('west', randomblob(1500))" })) });
+    }
+    await new Promise((r) => setTimeout(r, 6000));
+    await c.restart('east');
+    await eventually(async () => {
+      const e = (await c.api('east')('GET', '/v1/databases/long')).body;
+      const w = (await west('GET', '/v1/databases/long')).body;
+      return e.role === 'secondary' && e.status === 'Online' && e.txid === w.txid && e.checksum === w.checksum;
+    }, 30_000, 'east rejoins and catches up');
+    const ops = (await c.api('east')('GET', '/v1/operations?database=long')).body.value as any[];
+    const rejoin = ops.find((o) => o.kind === 'rejoinAsSecondary' && o.state === 'Succeeded');
+    assert.equal(rejoin?.result?.resync, true, JSON.stringify(ops));
+    assert.equal(ops.filter((o) => o.kind === 'seedSecondary').length, 0, 'no re-seed');
+    const lost = (await c.api('east')('GET', '/v1/lostTransactions')).body.value.filter((r: any) => r.database === 'long');
+    assert.equal(lost.length, 1);
+    assert.equal(lost[0].newPrimary.server, 'west');
+    assert.equal((await c.api('east')('POST', '/v1/databases/long/query', { sql: "select count(*) from t where v = 'west'" })).body.rows[0][0], 200);
+  } finally {
+    await c.stop();
+  }
+});

@@ -1297,7 +1297,7 @@ export class ReplicationManager implements ReplicationHooks {
         return { matches, n, pages: [...pages], lost };
       });
       ctx.progress(30);
-      if (!mine.matches) return await this.rejoinByReseed(rec, server, partnerDatabase, linkId, lin, split.startTxid);
+      if (!mine.matches) return await this.rejoinByResync(rec, server, partnerDatabase, linkId, lin, myEpoch, split.startTxid);
       const paths = this.host.paths(rec.id);
       const unitFile = path.join(paths.stateDir, 'rejoin.unit');
       const res = await this.peers.fetch(server, 'POST', `/internal/v1/replication/${encodeURIComponent(partnerDatabase)}/catchUpUnit`, {
@@ -1307,7 +1307,7 @@ export class ReplicationManager implements ReplicationHooks {
       });
       if (!res.ok) {
         const err = peerError(server, 'catchUpUnit', res.status, await res.text());
-        if (err.code === 'LOG_GAP') return await this.rejoinByReseed(rec, server, partnerDatabase, linkId, lin, split.startTxid);
+        if (err.code === 'LOG_GAP') return await this.rejoinByResync(rec, server, partnerDatabase, linkId, lin, myEpoch, split.startTxid);
         throw err;
       }
       const buf = Buffer.from(await res.arrayBuffer());
@@ -1331,6 +1331,43 @@ export class ReplicationManager implements ReplicationHooks {
     } finally {
       this.rejoining.delete(name);
     }
+  }
+
+  /**
+   * When this copy's own history cannot show what it wrote alone (its log no longer reaches
+   * the split) or the new primary's log no longer reaches it: keep the whole old copy for
+   * the operator, become a secondary at the old epoch as it stands, and let the stream's
+   * refusal start a resync (only the pages that differ move).
+   */
+  private async rejoinByResync(rec: DatabaseRecord, server: string, partnerDatabase: string, linkId: string, lin: { epoch: number; epochs: EpochStart[] }, oldEpoch: number, split: number): Promise<Record<string, unknown>> {
+    const keep = path.join(this.config.dataDir, 'lost', `${rec.name}-${Date.now()}-whole`);
+    fs.mkdirSync(keep, { recursive: true });
+    const dbCopy = path.join(keep, 'database.sqlite');
+    const n = await this.host.use(rec.name, (t) => {
+      t.db.checkpoint();
+      t.db.read((c) => c.prepare('VACUUM INTO ?').run(dbCopy));
+      return t.db.txid;
+    });
+    const report: LostReport = {
+      id: path.basename(keep),
+      database: rec.name,
+      dbId: rec.dbId,
+      divergedAt: split,
+      fromTxid: split + 1,
+      toTxid: n,
+      transactions: -1,
+      firstTime: null,
+      lastTime: rec.lastWriteTime > 0 ? new Date(rec.lastWriteTime).toISOString() : null,
+      pagesChanged: -1,
+      epoch: oldEpoch,
+      newPrimary: { server, database: partnerDatabase, epoch: lin.epoch },
+      createdAt: new Date().toISOString(),
+      files: { records: '', database: path.relative(this.config.dataDir, dbCopy) },
+    };
+    fs.writeFileSync(path.join(keep, 'report.json'), JSON.stringify(report, null, 2) + '\n');
+    await this.demote(this.store.getDatabase(rec.name)!, { server, database: partnerDatabase, epoch: oldEpoch, epochs: lin.epochs, linkId }, undefined);
+    this.counters.rejoins++;
+    return { database: rec.name, primary: server, resync: true, keptAt: path.relative(this.config.dataDir, keep) };
   }
 
   /** The last resort: keep the whole old copy as lost data, and seed afresh from the new primary. */
