@@ -377,7 +377,6 @@ export class ReplicaDatabase {
     this.ensureOpen();
     if (records.length === 0) return this.pos;
     if (this.activeReads > 0) throw new GeodrError('BUSY', `${this.activeReads} read transaction(s) open`, { database: this.name });
-    const efs = this.efs;
     let expect = this.pos.txid;
     let epoch = this.pos.epoch;
     for (const r of records) {
@@ -409,18 +408,9 @@ export class ReplicaDatabase {
         return this.diverged(`record ends on ${checksumHex(this.hashes.sum)} after apply, it states ${checksumHex(r.post)}`, ctx, r.post);
       }
     }
-    // Page 1 is written at every apply: its change counter is how readers notice.
-    const p1 = Buffer.alloc(this.meta.pageSize);
-    const own = merged.get(1);
-    if (own !== undefined) p1.set(own);
-    else efs.read(this.fd, p1, 0, this.meta.pageSize, 0, 'replica.apply.read');
-    const cur = Buffer.alloc(4);
-    efs.read(this.fd, cur, 0, 4, 24, 'replica.apply.read');
-    prepareRollbackPageOne(p1, cur.readUInt32BE(0), commitSize);
-    merged.set(1, p1);
     const first = records[0]!;
     const last = records[records.length - 1]!;
-    const unit: TxRecord = {
+    return this.commitUnit({
       dbId: this.meta.dbId,
       epoch: last.epoch,
       baseTxid: first.baseTxid,
@@ -432,8 +422,26 @@ export class ReplicaDatabase {
       commitSize,
       pre: first.pre,
       post: last.post,
-      pages: [...merged.entries()].sort((a, b) => a[0] - b[0]),
-    };
+      pages: [],
+    }, merged);
+  }
+
+  /**
+   * Writes verified pages as one atomic step: page 1 prepared for rollback mode (its
+   * change counter is how readers notice), the whole unit fsynced in the redo journal,
+   * then the file, then the position. Shared by apply and resync.
+   */
+  private commitUnit(header: TxRecord, merged: Map<number, Uint8Array>): ReplicaPosition {
+    const efs = this.efs;
+    const p1 = Buffer.alloc(this.meta.pageSize);
+    const own = merged.get(1);
+    if (own !== undefined) p1.set(own);
+    else efs.read(this.fd, p1, 0, this.meta.pageSize, 0, 'replica.apply.read');
+    const cur = Buffer.alloc(4);
+    efs.read(this.fd, cur, 0, 4, 24, 'replica.apply.read');
+    prepareRollbackPageOne(p1, cur.readUInt32BE(0), header.commitSize);
+    merged.set(1, p1);
+    const unit: TxRecord = { ...header, pages: [...merged.entries()].sort((a, b) => a[0] - b[0]) };
     try {
       const enc = encodeRecord(unit);
       efs.truncate(this.journalFd, 0, 'replica.journal.reset');
@@ -498,29 +506,7 @@ export class ReplicaDatabase {
     if (!checksumEquals(unit.post, this.hashes.sum)) {
       return this.diverged(`resync ends on ${checksumHex(this.hashes.sum)}, the unit states ${checksumHex(unit.post)}`, ctx, unit.post);
     }
-    const merged = new Map(unit.pages);
-    const p1 = Buffer.alloc(this.meta.pageSize);
-    const own = merged.get(1);
-    if (own !== undefined) p1.set(own);
-    else efs.read(this.fd, p1, 0, this.meta.pageSize, 0, 'replica.resync.read');
-    const cur = Buffer.alloc(4);
-    efs.read(this.fd, cur, 0, 4, 24, 'replica.resync.read');
-    prepareRollbackPageOne(p1, cur.readUInt32BE(0), unit.commitSize);
-    merged.set(1, p1);
-    const journalled: TxRecord = { ...unit, pages: [...merged.entries()].sort((a, b) => a[0] - b[0]) };
-    try {
-      efs.truncate(this.journalFd, 0, 'replica.journal.reset');
-      efs.write(this.journalFd, encodeRecord(journalled), 0, 'replica.journal.write');
-      if (this.fsync) efs.sync(this.journalFd, 'replica.journal.sync');
-      this.writeUnit(journalled);
-      efs.truncate(this.journalFd, 0, 'replica.journal.clear');
-    } catch (e) {
-      this.failure = e;
-      throw e;
-    }
-    this.applies++;
-    if (this.opts.strict === true) this.verify();
-    return this.pos;
+    return this.commitUnit({ ...unit, timestamps: [] }, new Map(unit.pages));
   }
 
   /** {@link resync} once no read transaction is open. */
