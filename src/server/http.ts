@@ -19,7 +19,7 @@ import type { ServerService } from './service.js';
 import { SqlSession, type SessionOptions, type SqlContext } from './sql.js';
 import { resultView, toStatement } from './values.js';
 import { registerCatalogRoutes } from '../catalog/routes.js';
-import type { OperationRecord } from './store.js';
+import type { DatabaseRecord, OperationRecord } from './store.js';
 import type { ReplicationManager } from '../replication/manager.js';
 import { registerReplicationRoutes } from '../replication/routes.js';
 
@@ -128,11 +128,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
 
   const admin = (req: Req): void => requireAdmin(req.principal!);
-  const dbAccess = (req: Req, db: string): void => {
+  const dbAccess = (req: Req, db: string): DatabaseRecord => {
     validateName('database', db);
     const rec = service.store.getDatabase(db);
     requireDatabaseAccess(req.principal!, db, rec?.pool);
     if (rec === undefined) throw new GeodrError('NOT_FOUND', `database ${JSON.stringify(db)} does not exist`, { database: db });
+    return rec;
   };
   const ready = (): void => {
     if (!deps.isReady()) throw new GeodrError('UNAVAILABLE', 'the server is starting or shutting down');
@@ -142,20 +143,18 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
    * `Geodr-Durability: sync` waits for a geo-secondary; `Geodr-Min-Epoch: n` refuses a
    * copy older than an epoch the client has already seen. Every answer says the epoch.
    */
-  const sqlOptions = (req: Req, reply: FastifyReply, db: string): SessionOptions => {
+  const sqlOptions = (req: Req, reply: FastifyReply, rec: DatabaseRecord): SessionOptions => {
+    const db = rec.name;
     const d = req.headers['geodr-durability'];
     if (d !== undefined && d !== 'sync' && d !== 'local') throw new GeodrError('INVALID_ARGUMENT', `header Geodr-Durability must be "sync" or "local", got ${JSON.stringify(d)}`, { database: db });
-    const rec = service.store.getDatabase(db);
-    if (rec !== undefined) {
-      void reply.header('geodr-epoch', String(deps.replication?.epochOf(rec) ?? rec.epoch));
-      if (rec.dbId !== '') void reply.header('geodr-db-id', rec.dbId);
-    }
+    void reply.header('geodr-epoch', String(deps.replication?.epochOf(rec) ?? rec.epoch));
+    if (rec.dbId !== '') void reply.header('geodr-db-id', rec.dbId);
     const me = req.headers['geodr-min-epoch'];
     if (me !== undefined) {
       const n = Number(me);
       if (typeof me !== 'string' || !Number.isSafeInteger(n) || n < 0) throw new GeodrError('INVALID_ARGUMENT', `header Geodr-Min-Epoch must be a non-negative integer, got ${JSON.stringify(me)}`, { database: db });
       // An epoch seen of another database under this name (re-created, restored into place) says nothing about this one.
-      const sameDatabase = req.headers['geodr-db-id'] === undefined || req.headers['geodr-db-id'] === rec?.dbId;
+      const sameDatabase = req.headers['geodr-db-id'] === undefined || req.headers['geodr-db-id'] === rec.dbId;
       if (sameDatabase) deps.replication?.checkMinEpoch(db, n);
     }
     return { durability: d === 'sync' ? 'sync' : 'local', admin: req.principal!.role === 'admin' };
@@ -548,8 +547,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
     async (req, reply) => {
       ready();
-      dbAccess(req, req.params.db);
-      const options = sqlOptions(req, reply, req.params.db);
+      const options = sqlOptions(req, reply, dbAccess(req, req.params.db));
       const stmt = toStatement(req.body, '');
       if (req.body.transaction !== undefined) {
         return resultView(await onTx(req, req.params.db, req.body.transaction, (s) => s.execute(stmt)));
@@ -579,8 +577,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
     async (req, reply) => {
       ready();
-      dbAccess(req, req.params.db);
-      const options = sqlOptions(req, reply, req.params.db);
+      const options = sqlOptions(req, reply, dbAccess(req, req.params.db));
       const stmts = req.body.statements.map((s, i) => toStatement(s, `statements[${i}].`));
       const results =
         req.body.transaction !== undefined
@@ -612,8 +609,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
     async (req, reply) => {
       ready();
-      dbAccess(req, req.params.db);
-      const s = new SqlSession(deps.sql, req.params.db, sqlOptions(req, reply, req.params.db));
+      const s = new SqlSession(deps.sql, req.params.db, sqlOptions(req, reply, dbAccess(req, req.params.db)));
       await s.begin(req.body?.mode ?? 'write', req.body?.timeoutMs);
       const id = randomUUID();
       transactions.set(id, { session: s, database: req.params.db, principal: req.principal!.name, chain: Promise.resolve() });
@@ -657,8 +653,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     });
     app.post<{ Params: { db: string }; Body: unknown }>(`/v1/databases/:db/v${version}/pipeline`, { schema: { hide: true, params: dbParams } }, async (req, reply) => {
       ready();
-      dbAccess(req, req.params.db);
-      return hrana.pipeline(req.params.db, req.principal!.name, req.body, version, sqlOptions(req, reply, req.params.db));
+      return hrana.pipeline(req.params.db, req.principal!.name, req.body, version, sqlOptions(req, reply, dbAccess(req, req.params.db)));
     });
   }
   registerCatalogRoutes(app, deps);
