@@ -104,6 +104,8 @@ export class ReplicationManager implements ReplicationHooks {
   private readonly rejoining = new Set<string>();
   /** Epochs claimed for forced failovers, by database: this server's own, or a sibling's. */
   private readonly claims = new Map<string, { epoch: number; server: string; at: number }>();
+  /** Primaries fenced by a newer epoch (mirrors `fencedBy` in the store, for the write path). */
+  private readonly fencedNames = new Set<string>();
   /** Databases handed to a new primary and being turned into secondaries: writes are answered at once. */
   private readonly movedTo = new Map<string, { server: string; database: string }>();
   private monitor: NodeJS.Timeout | undefined;
@@ -151,6 +153,7 @@ export class ReplicationManager implements ReplicationHooks {
   /** Opens every secondary, starts its stream, and checks every linked primary's epoch before it takes writes. */
   start(): void {
     for (const rec of this.store.listDatabases()) {
+      if (rec.fencedBy !== null) this.fencedNames.add(rec.name);
       const links = this.store.listLinks(rec.name);
       if (rec.role === 'secondary') {
         const link = links.find((l) => l.localRole === 'secondary');
@@ -209,6 +212,8 @@ export class ReplicationManager implements ReplicationHooks {
     if (moved !== undefined) {
       throw new GeodrError('READ_ONLY', `database ${name} was failed over to ${moved.database} on ${moved.server}; send writes there`, { database: name, details: { primaryServer: moved.server, primaryDatabase: moved.database } });
     }
+    // Only a fenced database or a secondary costs a metadata lookup here.
+    if (!this.fencedNames.has(name) && !this.replicas.has(name)) return;
     const rec = this.store.getDatabase(name);
     if (rec?.fencedBy != null) {
       throw new GeodrError('STALE_EPOCH', `database ${name} was failed over to server ${rec.fencedBy.server} (epoch ${rec.fencedBy.epoch}); this copy is stale and takes no writes`, {
@@ -329,6 +334,13 @@ export class ReplicationManager implements ReplicationHooks {
     if (rep !== undefined) return rep.position.epoch;
     const open = this.host.peek(rec.name);
     return open?.db.epoch ?? rec.epoch;
+  }
+
+  /** Every role, epoch and fence change goes through here, so the write path can check fences in memory. */
+  private setState(name: string, state: Parameters<MetaStore['setReplicationState']>[1]): void {
+    this.store.setReplicationState(name, state);
+    if (state.fencedBy !== null) this.fencedNames.add(name);
+    else this.fencedNames.delete(name);
   }
 
   private holdWrites(name: string, reason: string, work: Promise<unknown>): void {
@@ -686,7 +698,7 @@ export class ReplicationManager implements ReplicationHooks {
       const link = this.store.getLink(p.linkId)!;
       this.store.transaction(() => {
         this.store.setDbId(p.name, reg.dbId);
-        this.store.setReplicationState(p.name, { role: 'secondary', epoch: replica.position.epoch, epochs: reg.epochs, fencedBy: null });
+        this.setState(p.name, { role: 'secondary', epoch: replica.position.epoch, epochs: reg.epochs, fencedBy: null });
         this.store.putLink({ ...link, state: 'CATCH_UP', modifiedAt: Date.now(), lastTxid: replica.txid, lastTime: replica.position.timestamp, percentComplete: 100 });
       });
       this.startSink(p.name, this.store.getLink(p.linkId)!);
@@ -865,7 +877,7 @@ export class ReplicationManager implements ReplicationHooks {
     const made = this.host.createFiles(rec);
     this.store.transaction(() => {
       this.store.setDbId(name, made.dbId);
-      this.store.setReplicationState(name, { role: 'primary', epoch: 1, epochs: [], fencedBy: null, createMode });
+      this.setState(name, { role: 'primary', epoch: 1, epochs: [], fencedBy: null, createMode });
       for (const l of this.store.listLinks(name)) this.store.deleteLink(l.id);
     });
     this.host.noteSize(name, rec.pool, made.sizeBytes);
@@ -1067,7 +1079,7 @@ export class ReplicationManager implements ReplicationHooks {
     primary.close();
     this.replicas.delete(rec.name);
     this.store.transaction(() => {
-      this.store.setReplicationState(rec.name, { role: 'primary', epoch: start.epoch, epochs: [...rec.epochs, start], fencedBy: null });
+      this.setState(rec.name, { role: 'primary', epoch: start.epoch, epochs: [...rec.epochs, start], fencedBy: null });
       this.store.putLink({ ...link, localRole: 'primary', state: 'SUSPENDED', modifiedAt: Date.now(), lastTxid: 0, lastTime: 0 });
     });
     this.source.track({ ...link, localRole: 'primary', lastTxid: 0, lastTime: 0 });
@@ -1177,7 +1189,7 @@ export class ReplicationManager implements ReplicationHooks {
         this.store.deleteLink(l.id);
         this.source.forget(l.id);
       }
-      this.store.setReplicationState(name, { role: 'secondary', epoch: replica.position.epoch, epochs: to.epochs, fencedBy: null });
+      this.setState(name, { role: 'secondary', epoch: replica.position.epoch, epochs: to.epochs, fencedBy: null });
       this.store.putLink(link);
     });
     this.startSink(name, link);
@@ -1195,7 +1207,7 @@ export class ReplicationManager implements ReplicationHooks {
     this.store.transaction(() => {
       if (old !== undefined && old.id !== body.link) this.store.deleteLink(old.id);
       this.store.putLink(link);
-      this.store.setReplicationState(name, { role: 'secondary', epoch: rec.epoch, epochs: body.epochs, fencedBy: null });
+      this.setState(name, { role: 'secondary', epoch: rec.epoch, epochs: body.epochs, fencedBy: null });
     });
     // A sibling's claim stays (until it expires) even once it is our primary: a second
     // operator's forced failover racing the first is refused, not turned into a deposal.
@@ -1229,7 +1241,7 @@ export class ReplicationManager implements ReplicationHooks {
     if (rec === undefined || rec.role !== 'primary') return false;
     if (epoch <= this.epochOf(rec)) return false;
     if (rec.fencedBy === null || rec.fencedBy.epoch < epoch || (rec.fencedBy.server === '' && server !== '')) {
-      this.store.setReplicationState(name, { role: 'primary', epoch: rec.epoch, epochs: rec.epochs, fencedBy: { epoch, server } });
+      this.setState(name, { role: 'primary', epoch: rec.epoch, epochs: rec.epochs, fencedBy: { epoch, server } });
       this.counters.fences++;
       this.logger.warn({ database: name, epoch, server }, 'a newer epoch exists elsewhere: this primary is fenced and will rejoin as a secondary');
     }
@@ -1404,7 +1416,7 @@ export class ReplicationManager implements ReplicationHooks {
         this.store.deleteLink(l.id);
         this.source.forget(l.id);
       }
-      this.store.setReplicationState(rec.name, { role: 'secondary', epoch: lin.epoch, epochs: lin.epochs, fencedBy: null });
+      this.setState(rec.name, { role: 'secondary', epoch: lin.epoch, epochs: lin.epochs, fencedBy: null });
       this.store.putLink(link);
     });
     this.service.operations.submit({ kind: 'seedSecondary', database: rec.name, pool: rec.pool, params: { name: rec.name, linkId, partnerServer: server, partnerDatabase, copy: false, reseed: true } });
