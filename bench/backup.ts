@@ -39,7 +39,7 @@ import { dbPrefix, parseBatchKey, parseSnapshotKey, type DatabaseDescriptor } fr
 import { readHistory, restoreFromVault, type VaultTarget } from '../src/vault/restore.js';
 import { Shipper } from '../src/vault/shipper.js';
 import type { ListOptions, Vault, VaultObject } from '../src/vault/vault.js';
-import { fmt, log, median, parseQuickDir, phase, printTable, removeDb, rowsFor, secondsSince, syncAll, warm, type BenchContext, type Budget } from './common.js';
+import { log, median, parseQuickDir, phase, printReport, removeDb, rowsFor, secondsSince, syncAll, warm, type BenchContext, type Budget } from './common.js';
 
 export const BACKUP_USAGE = `options:
   --quick           scaled-down sizes (5 s / 12 s of writes, 64 MiB and 256 MiB instead of 1 GiB, 20k vs 2k records); about a minute
@@ -997,34 +997,6 @@ function machine(): Record<string, unknown> {
   };
 }
 
-function report(ctx: Context): void {
-  console.log(`\ngeodr backup benchmark${ctx.quick ? ' (QUICK: scaled-down sizes)' : ''}\n`);
-  const rows = ctx.figures.map((f) => {
-    const b = f.budget === undefined ? undefined : BUDGETS[f.budget];
-    const value = `${fmt(f.value, f.digits ?? 3)} ${f.unit}`;
-    if (b === undefined) return [f.label, value, '', '', ''];
-    // value/budget ≥ 1 passes a "≥" budget; ≤ 1 passes a "≤" budget.
-    const pass = b.op === '>=' ? f.value >= b.value : f.value <= b.value;
-    return [f.label, value, `${b.op === '>=' ? '≥' : '≤'} ${fmt(b.value, Number.isInteger(b.value) ? 0 : 1)}`, fmt(f.value / b.value, 2), pass ? 'PASS' : 'MISS'];
-  });
-  printTable(['figure', 'value', 'budget', 'value/budget', ''], rows, [false, true, true, true, false]);
-  for (const b of ctx.breakdowns) {
-    console.log(`\n${b.title}`);
-    printTable(
-      ['part', b.unit],
-      Object.entries(b.rows).map(([k, v]) => [k, fmt(v, b.digits)]),
-      [false, true],
-    );
-  }
-  console.log('\nphases');
-  printTable(
-    ['phase', 'seconds'],
-    ctx.phases.map((p) => [p.phase, fmt(p.seconds, 2)]),
-    [false, true],
-  );
-  for (const n of ctx.notes) console.log(`\nnote: ${n}`);
-}
-
 /** Runs the backup benchmark; see {@link BACKUP_USAGE}. */
 export async function runBackupBench(args: string[]): Promise<void> {
   const opts = parseQuickDir(args);
@@ -1047,7 +1019,7 @@ export async function runBackupBench(args: string[]): Promise<void> {
   const loadAtEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
   ctx.notes.push(`load average (1/5/15 min) at start ${loadAtStart.join(' ')}, at end ${loadAtEnd.join(' ')}; ${os.cpus().length} CPUs. Lag figures are wall-clock and include whatever else the machine ran.`);
   ctx.notes.push('restore vs cp: best of the rounds on each side (as the engine benchmark does: a 1 GiB cp swings several-fold with background writeback on this VM); medians are in the JSON.');
-  report(ctx);
+  printReport('backup', ctx, BUDGETS);
   const json = {
     bench: 'backup',
     quick: opts.quick,

@@ -21,7 +21,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawnServer, type ServerProcess } from '../src/server/testing/spawn.js';
 import { ShardMapClient, createShardMapManager, type ShardConnection, type ShardMapManager } from '../src/sdk/index.js';
-import { fmt, log, parseQuickDir, phase, printTable, rate, secondsSince, type BenchContext, type Budget } from './common.js';
+import { fmt, log, parseQuickDir, phase, printReport, rate, secondsSince, type BenchContext, type Budget } from './common.js';
 
 export const CATALOG_USAGE = `options:
   --quick           500 shards instead of 10,000 and 2 s per rate instead of 6
@@ -150,25 +150,6 @@ async function recovery(ctx: Context, smm: ShardMapManager, shards: ServerProces
   return moved;
 }
 
-function report(ctx: Context): void {
-  console.log(`\ngeodr catalog benchmark${ctx.quick ? ' (QUICK: scaled-down sizes)' : ''}\n`);
-  const rows = ctx.figures.map((f) => {
-    const b = f.budget === undefined ? undefined : BUDGETS[f.budget];
-    const value = `${fmt(f.value, f.digits ?? 3)} ${f.unit}`;
-    if (b === undefined) return [f.label, value, '', '', ''];
-    const pass = b.op === '>=' ? f.value >= b.value : f.value <= b.value;
-    return [f.label, value, `${b.op === '>=' ? '≥' : '≤'} ${fmt(b.value, 0)}`, fmt(f.value / b.value, 2), pass ? 'PASS' : 'MISS'];
-  });
-  printTable(['figure', 'value', 'target', 'value/target', ''], rows, [false, true, true, true, false]);
-  console.log('\nphases');
-  printTable(
-    ['phase', 'seconds'],
-    ctx.phases.map((p) => [p.phase, fmt(p.seconds, 2)]),
-    [false, true],
-  );
-  for (const n of ctx.notes) console.log(`\nnote: ${n}`);
-}
-
 export async function runCatalogBench(args: string[]): Promise<void> {
   const opts = parseQuickDir(args);
   const base = opts.dir ?? os.tmpdir();
@@ -192,7 +173,7 @@ export async function runCatalogBench(args: string[]): Promise<void> {
   ctx.phases.push({ phase: 'total', seconds: secondsSince(started) });
   const loadAtEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
   ctx.notes.push(`load average (1/5/15 min) at start ${loadAtStart.join(' ')}, at end ${loadAtEnd.join(' ')}; ${os.cpus().length} CPUs, shared with whatever else the machine ran.`);
-  report(ctx);
+  printReport('catalog', ctx, BUDGETS, 'target');
   const json = {
     bench: 'catalog',
     quick: opts.quick,

@@ -132,3 +132,35 @@ export async function rate(seconds: number, concurrency: number, fn: (i: number)
   );
   return done / ((performance.now() - t0) / 1000);
 }
+
+/**
+ * Prints a benchmark's figures against its budgets (or targets), its breakdowns, its
+ * phases and its notes: the table every benchmark ends with.
+ */
+export function printReport<S>(title: string, ctx: BenchContext<S>, budgets: Record<string, Budget>, label: 'budget' | 'target' = 'budget'): void {
+  console.log(`\ngeodr ${title} benchmark${ctx.quick ? ' (QUICK: scaled-down sizes)' : ''}\n`);
+  const rows = ctx.figures.map((f) => {
+    const b = f.budget === undefined ? undefined : budgets[f.budget];
+    const value = `${fmt(f.value, f.digits ?? 3)} ${f.unit}`;
+    if (b === undefined) return [f.label, value, '', '', ''];
+    // value/budget ≥ 1 passes a "≥" budget; ≤ 1 passes a "≤" budget.
+    const pass = b.op === '>=' ? f.value >= b.value : f.value <= b.value;
+    return [f.label, value, `${b.op === '>=' ? '≥' : '≤'} ${Number.isInteger(b.value) ? fmt(b.value, 0) : String(b.value)}`, fmt(f.value / b.value, 2), pass ? 'PASS' : 'MISS'];
+  });
+  printTable(['figure', 'value', label, `value/${label}`, ''], rows, [false, true, true, true, false]);
+  for (const b of ctx.breakdowns) {
+    console.log(`\n${b.title}`);
+    printTable(
+      ['part', b.unit],
+      Object.entries(b.rows).map(([k, v]) => [k, fmt(v, b.digits)]),
+      [false, true],
+    );
+  }
+  console.log('\nphases');
+  printTable(
+    ['phase', 'seconds'],
+    ctx.phases.map((p) => [p.phase, fmt(p.seconds, 2)]),
+    [false, true],
+  );
+  for (const n of ctx.notes) console.log(`\nnote: ${n}`);
+}

@@ -41,13 +41,12 @@ import {
   type Durability,
   type TxRecord,
 } from '../src/engine/index.js';
-import { fmt, log, median, phase, printTable, removeDb, rowsFor, secondsSince, syncAll, UsageError, warm, type BenchContext, type Budget } from './common.js';
+import { fmt, log, median, phase, printReport, removeDb, rowsFor, secondsSince, syncAll, UsageError, warm, type BenchContext, type Budget } from './common.js';
 
 export const ENGINE_USAGE = `options:
   --quick           scaled-down sizes (64 MiB instead of 1 GiB, 20k instead of 1M); under a minute
   --only LIST       run only these sections (capture,apply,materialize,history); no JSON is written
   --dir DIR         work directory for the temporary databases (default: the OS temp dir)`;
-
 
 const SECTIONS = ['capture', 'apply', 'materialize', 'history'] as const;
 type Section = (typeof SECTIONS)[number];
@@ -777,35 +776,6 @@ function fsyncProbe(dir: string): { appendUs: number; overwriteUs: number } {
   return { appendUs: run(false), overwriteUs: run(true) };
 }
 
-function report(ctx: Context): void {
-  console.log(`\ngeodr engine benchmark${ctx.quick ? ' (QUICK: scaled-down sizes)' : ''}\n`);
-  const rows = ctx.figures.map((f) => {
-    const b = f.budget === undefined ? undefined : BUDGETS[f.budget];
-    const value = `${fmt(f.value, f.digits ?? 3)} ${f.unit}`;
-    if (b === undefined) return [f.label, value, '', '', ''];
-    // value/budget ≥ 1 passes a "≥" budget; ≤ 1 passes a "≤" budget.
-    const ratio = f.value / b.value;
-    const pass = b.op === '>=' ? f.value >= b.value : f.value <= b.value;
-    return [f.label, value, `${b.op === '>=' ? '≥' : '≤'} ${b.value}`, fmt(ratio, 2), pass ? 'PASS' : 'MISS'];
-  });
-  printTable(['figure', 'value', 'budget', 'value/budget', ''], rows, [false, true, true, true, false]);
-  for (const b of ctx.breakdowns) {
-    console.log(`\n${b.title}`);
-    printTable(
-      ['part', b.unit],
-      Object.entries(b.rows).map(([k, v]) => [k, fmt(v, b.digits)]),
-      [false, true],
-    );
-  }
-  console.log('\nphases');
-  printTable(
-    ['phase', 'seconds'],
-    ctx.phases.map((p) => [p.phase, fmt(p.seconds, 2)]),
-    [false, true],
-  );
-  for (const n of ctx.notes) console.log(`\nnote: ${n}`);
-}
-
 function parseArgs(args: string[]): { quick: boolean; only: Section[] | undefined; dir: string | undefined } {
   let quick = false;
   let only: Section[] | undefined;
@@ -851,7 +821,7 @@ export async function runEngineBench(args: string[]): Promise<void> {
   ctx.phases.push({ phase: 'total', seconds: secondsSince(started) });
   // Other processes on the machine skew every figure; the load average says how much there was.
   ctx.notes.push(`load average (1/5/15 min) at start ${loadAtStart.join(' ')}, at end ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}; ${os.cpus().length} CPUs.`);
-  report(ctx);
+  printReport('engine', ctx, BUDGETS);
   if (opts.only !== undefined) {
     console.log('\n(--only: partial run, bench/results/engine.json not written)');
     return;

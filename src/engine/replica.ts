@@ -466,7 +466,15 @@ export class ReplicaDatabase {
   }
 
   /** Applies once no read transaction is open, holding new ones back meanwhile. */
-  async applyWhenIdle(records: TxRecord[]): Promise<ReplicaPosition> {
+  applyWhenIdle(records: TxRecord[]): Promise<ReplicaPosition> {
+    return this.whenIdle(() => this.apply(records));
+  }
+
+  /**
+   * Runs a change to the file once no read transaction is open. New reads wait while it
+   * is pending, so replay is held up by at most the reads already running.
+   */
+  private async whenIdle<T>(change: () => T): Promise<T> {
     if (this.activeReads > 0) {
       this.applyWaiting++;
       try {
@@ -476,7 +484,7 @@ export class ReplicaDatabase {
       }
     }
     try {
-      return this.apply(records);
+      return change();
     } finally {
       if (this.applyWaiting === 0) for (const w of this.readWaiters.splice(0)) w();
     }
@@ -510,20 +518,8 @@ export class ReplicaDatabase {
   }
 
   /** {@link resync} once no read transaction is open. */
-  async resyncWhenIdle(unitFile: string): Promise<ReplicaPosition> {
-    if (this.activeReads > 0) {
-      this.applyWaiting++;
-      try {
-        await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
-      } finally {
-        this.applyWaiting--;
-      }
-    }
-    try {
-      return this.resync(unitFile);
-    } finally {
-      if (this.applyWaiting === 0) for (const w of this.readWaiters.splice(0)) w();
-    }
+  resyncWhenIdle(unitFile: string): Promise<ReplicaPosition> {
+    return this.whenIdle(() => this.resync(unitFile));
   }
 
   /** Per-page hashes of this copy (see PageHashes.table), for a resync. */

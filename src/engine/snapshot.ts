@@ -111,6 +111,22 @@ function* fullSnapshotSteps(efs: EngineFs, dir: string, source: LogicalDb, meta:
   return { kind: 'full', baseTxid: meta.txid, txid: meta.txid, file };
 }
 
+/** Adds the pinned view's images of `pages` (ascending) to a unit and finishes it, yielding between batches. */
+async function writeViewPages(w: UnitWriter, view: PinnedView, pages: number[]): Promise<void> {
+  const src = viewSource(view);
+  for (let i = 0; i < pages.length; i += BATCH_PAGES) {
+    const batch: Array<[number, Uint8Array]> = [];
+    for (const p of pages.slice(i, i + BATCH_PAGES)) {
+      const buf = Buffer.allocUnsafe(view.pageSize);
+      readLogicalPage(src, p, buf, 'snapshot.read');
+      batch.push([p, buf]);
+    }
+    w.addPages(batch);
+    await yieldToLoop();
+  }
+  w.finish();
+}
+
 function viewSource(v: PinnedView): LogicalDb {
   return { efs: v.efs, dbFd: v.dbFd, walFd: v.walFd, pageSize: v.pageSize, pageCount: v.pageCount, walIndex: v.walIndex };
 }
@@ -179,18 +195,7 @@ export async function takeIncrementalSnapshot(db: PrimaryDatabase, sinceTxid: nu
         pages.length,
         'snapshot.write',
       );
-      const src = viewSource(view);
-      for (let i = 0; i < pages.length; i += BATCH_PAGES) {
-        const batch: Array<[number, Uint8Array]> = [];
-        for (const p of pages.slice(i, i + BATCH_PAGES)) {
-          const buf = Buffer.allocUnsafe(view.pageSize);
-          readLogicalPage(src, p, buf, 'snapshot.read');
-          batch.push([p, buf]);
-        }
-        w.addPages(batch);
-        await yieldToLoop();
-      }
-      w.finish();
+      await writeViewPages(w, view, pages);
       efs.sync(fd, 'snapshot.sync');
     } catch (e) {
       efs.close(fd, 'snapshot.close');
@@ -238,18 +243,7 @@ export async function takeDiffUnit(db: PrimaryDatabase, remote: { table: Uint32A
         pages.length,
         'snapshot.write',
       );
-      const src = viewSource(view);
-      for (let i = 0; i < pages.length; i += BATCH_PAGES) {
-        const batch: Array<[number, Uint8Array]> = [];
-        for (const p of pages.slice(i, i + BATCH_PAGES)) {
-          const buf = Buffer.allocUnsafe(view.pageSize);
-          readLogicalPage(src, p, buf, 'snapshot.read');
-          batch.push([p, buf]);
-        }
-        w.addPages(batch);
-        await yieldToLoop();
-      }
-      w.finish();
+      await writeViewPages(w, view, pages);
     } finally {
       efs.close(fd, 'snapshot.close');
     }

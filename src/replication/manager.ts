@@ -152,9 +152,12 @@ export class ReplicationManager implements ReplicationHooks {
 
   /** Opens every secondary, starts its stream, and checks every linked primary's epoch before it takes writes. */
   start(): void {
+    // One query for every link, not one per database: a server may host thousands.
+    const linksByDb = new Map<string, LinkRecord[]>();
+    for (const l of this.store.listLinks()) linksByDb.set(l.database, [...(linksByDb.get(l.database) ?? []), l]);
     for (const rec of this.store.listDatabases()) {
       if (rec.fencedBy !== null) this.fencedNames.add(rec.name);
-      const links = this.store.listLinks(rec.name);
+      const links = linksByDb.get(rec.name) ?? [];
       if (rec.role === 'secondary') {
         const link = links.find((l) => l.localRole === 'secondary');
         if (link === undefined || link.state === 'SEEDING' || link.state === 'PENDING') continue;
