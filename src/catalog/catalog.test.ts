@@ -214,9 +214,17 @@ describe('tenant SQL and the LSM', () => {
     const m = (await smm.getMappings('bad'))[0]!;
     const routed = await http('POST', '/v1/databases/a/localShardMap/execute', { map: 'bad', key: '5', mappingId: m.id, version: m.version, statements: [{ sql: 'select * from __geodr_lsm_shards' }] });
     assert.equal(routed.body.error.code, 'SQL_REFUSED');
-    // What a tenant can see: the tables' names in the schema, never their rows.
-    const names = await admin.query('a', "select name from sqlite_master where type = 'table' order by name");
-    assert.ok(names.rows.some((r) => r[0] === '__geodr_lsm_mappings'));
+    // Nor can it see them: listings of the schema leave them out, on every endpoint.
+    const listings = ["select name from sqlite_master where type = 'table' order by name", 'pragma table_list', 'select name from pragma_table_list', 'select name from dbstat'];
+    for (const sql of listings) {
+      const q = await http('POST', '/v1/databases/a/query', { sql });
+      assert.equal(q.status, 200, `${sql}: ${JSON.stringify(q.body)}`);
+      const h = await http('POST', '/v1/databases/a/v2/pipeline', { requests: [{ type: 'execute', stmt: { sql } }, { type: 'close' }] });
+      const hrows = h.body.results[0].response.result.rows as Array<Array<{ value?: string }>>;
+      const seen = [...(q.body.rows as unknown[][]).flat(), ...hrows.flat().map((c) => c.value)].map(String);
+      assert.ok(seen.some((n) => n === 't'), `${sql} lists the tenant's table`);
+      assert.ok(!seen.some((n) => n.includes('__geodr_')), `${sql} hides the reserved tables: ${seen.join(', ')}`);
+    }
     const lsm = await smm.readLocal(at('a'), 'bad');
     assert.equal(lsm.maps[0]!.mappings.length, 1, 'the LSM is intact');
   });

@@ -386,6 +386,68 @@ test('names and strings starting with the reserved prefix are refused: the shard
   assert.equal(allowed('SELECT name FROM sqlite_master').verb, 'SELECT');
 });
 
+test('listings of the schema leave the reserved tables out, in every spelling, with counts and aliases intact', () => {
+  const db = new Database(':memory:');
+  db.exec('create table __geodr_lsm_shards (map text primary key, v); create table t (a text primary key); create index ti on t (a)');
+  const rows = (sql: string): unknown[][] => db.prepare(allowed(sql).sql).raw().all() as unknown[][];
+  const visible = [['t'], ['sqlite_autoindex_t_1'], ['ti']];
+  for (const sql of [
+    'SELECT name FROM sqlite_master',
+    'select name from main.sqlite_schema',
+    'SELECT name FROM "SQLITE_MASTER" AS m',
+    'SELECT m.name FROM sqlite_master m',
+    "SELECT name FROM 'sqlite_master'",
+    'SELECT sqlite_master.name FROM sqlite_master',
+    'WITH x AS (SELECT name FROM sqlite_master) SELECT * FROM x',
+    'SELECT a.name FROM sqlite_master a JOIN sqlite_master b USING (name)',
+  ]) {
+    assert.deepEqual(rows(sql), visible, sql);
+  }
+  assert.deepEqual(rows('SELECT count(*) FROM sqlite_master'), [[3]]);
+  assert.deepEqual(rows('SELECT (SELECT count(*) FROM sqlite_schema)'), [[3]]);
+  assert.deepEqual(rows("SELECT name FROM sqlite_master WHERE name IN ('sqlite_master', 't')"), [['t']]);
+  for (const sql of ['PRAGMA table_list', 'PRAGMA main.table_list', 'SELECT * FROM pragma_table_list', 'SELECT * FROM pragma_table_list()']) {
+    const names = rows(sql).map((r) => r[1]);
+    assert.ok(names.includes('t') && !names.includes('__geodr_lsm_shards'), `${sql}: ${names.join(', ')}`);
+  }
+  assert.deepEqual(rows('PRAGMA table_list(t)').map((r) => r[1]), ['t']);
+  assert.deepEqual(rows('PRAGMA table_list(__x)'), []);
+  assert.deepEqual(rows('SELECT DISTINCT name FROM dbstat ORDER BY name'), [['sqlite_autoindex_t_1'], ['sqlite_schema'], ['t'], ['ti']]);
+  assert.deepEqual(rows("SELECT name FROM dbstat('main', 1) ORDER BY name"), [['sqlite_autoindex_t_1'], ['sqlite_schema'], ['t'], ['ti']]);
+  // Writes to the schema are still SQLite's to refuse, in its own words.
+  assert.throws(() => rows('DELETE FROM sqlite_master'), /may not be modified/);
+});
+
+test('property: every listing reads exactly as it would in a database without geodr\'s tables', () => {
+  const ident = fc.stringMatching(/^[a-z][a-z0-9_]{0,8}$/).filter((n) => !n.startsWith('sqlite_'));
+  fc.assert(
+    fc.property(fc.uniqueArray(ident, { minLength: 1, maxLength: 6 }), fc.array(fc.boolean(), { minLength: 6, maxLength: 6 }), (names, keyed) => {
+      const tenant = names.map((n, i) => `create table "${n}" (a ${keyed[i] ? 'text primary key' : 'int'}, b); create index "${n}_b" on "${n}" (b);`).join('\n');
+      const ours = new Database(':memory:');
+      const plain = new Database(':memory:');
+      try {
+        ours.exec('create table __geodr_lsm_mappings (id text primary key, map text, low blob); create unique index __geodr_lsm_mappings_low on __geodr_lsm_mappings (map, low);');
+        ours.exec(tenant);
+        plain.exec(tenant);
+        for (const sql of [
+          'SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name',
+          'SELECT name, type FROM sqlite_schema WHERE type = \'index\' ORDER BY 1',
+          'SELECT count(*), count(DISTINCT tbl_name) FROM sqlite_master',
+          'SELECT schema, name, type, ncol FROM pragma_table_list ORDER BY 1, 2',
+          'SELECT DISTINCT name FROM dbstat ORDER BY 1',
+        ]) {
+          const got = ours.prepare(allowed(sql).sql).raw().all();
+          assert.deepEqual(got, plain.prepare(sql).raw().all(), sql);
+        }
+      } finally {
+        ours.close();
+        plain.close();
+      }
+    }),
+    fcOptions,
+  );
+});
+
 // ---------------------------------------------------------------------------
 // Properties
 

@@ -458,7 +458,109 @@ function check(stmt: Statement): CheckedStatement {
   }
   checkTokens(stmt, pragmaName);
   const control = parseControl(verb, toks.slice(i + 1), stmt);
-  return { sql: stmt.text, verb, explain, ...(control !== undefined && !explain ? { control } : {}) };
+  const sql = verb === 'PRAGMA' ? hideInPragma(stmt, pragmaName) : hideReserved(stmt);
+  return { sql, verb, explain, ...(control !== undefined && !explain ? { control } : {}) };
+}
+
+// ---------------------------------------------------------------------------
+// Hiding the reserved tables from listings
+
+const likeLiteral = (s: string): string => `'${s.replace(/[\\_%]/g, (c) => `\\${c}`)}%'`;
+
+/** A condition on `column` that drops the reserved tables and the indexes SQLite made for them. */
+function notReserved(column: string): string {
+  return [RESERVED_TABLE_PREFIX, `sqlite_autoindex_${RESERVED_TABLE_PREFIX}`].map((p) => `${column} NOT LIKE ${likeLiteral(p)} ESCAPE '\\'`).join(' AND ');
+}
+
+/**
+ * Listings of the database's objects, and the filter that hides geodr's reserved tables
+ * in each. The schema table is read through `main.` (a listing cannot name itself).
+ */
+const LISTINGS: ReadonlyMap<string, (args: string) => string> = new Map([
+  ['sqlite_master', () => `SELECT * FROM main.sqlite_master WHERE ${notReserved('tbl_name')} AND ${notReserved('name')}`],
+  ['sqlite_schema', () => `SELECT * FROM main.sqlite_schema WHERE ${notReserved('tbl_name')} AND ${notReserved('name')}`],
+  ['pragma_table_list', (args: string) => `SELECT * FROM pragma_table_list${args} WHERE ${notReserved('name')}`],
+  ['dbstat', (args: string) => `SELECT * FROM dbstat${args} WHERE ${notReserved('name')}`],
+]);
+
+/** Keywords that may follow a table in FROM; any other word there is the table's alias. */
+const AFTER_TABLE = new Set([
+  'WHERE', 'GROUP', 'ORDER', 'LIMIT', 'JOIN', 'INNER', 'LEFT', 'RIGHT', 'FULL', 'CROSS', 'NATURAL', 'OUTER', 'ON',
+  'USING', 'UNION', 'INTERSECT', 'EXCEPT', 'WINDOW', 'HAVING', 'INDEXED', 'NOT', 'RETURNING', 'SET', 'AS',
+]);
+
+/** Index just past the parenthesised group that starts at `i`. */
+function closeParen(toks: Token[], i: number): number {
+  let depth = 0;
+  for (let k = i; k < toks.length; k++) {
+    if (toks[k]!.kind !== 'op') continue;
+    if (toks[k]!.text === '(') depth++;
+    else if (toks[k]!.text === ')' && --depth === 0) return k + 1;
+  }
+  return toks.length;
+}
+
+/**
+ * Tenant SQL may not see geodr's reserved tables: every listing read as a table
+ * (sqlite_master, sqlite_schema, pragma_table_list, dbstat) is replaced by the same
+ * listing without them, aliased to its own name, so columns, counts and joins read as
+ * before. Only table positions are rewritten (after FROM, JOIN or a comma, and strings
+ * only after FROM or JOIN, since `name IN ('sqlite_master', …)` is a value); write
+ * targets are left for SQLite to refuse in its own words.
+ */
+function hideReserved(stmt: Statement): string {
+  const toks = stmt.tokens;
+  const base = toks[0]!.start;
+  let out = '';
+  let copied = base;
+  for (let k = 0; k < toks.length; k++) {
+    const t = toks[k]!;
+    if (t.kind !== 'word' && t.kind !== 'quoted' && t.kind !== 'string') continue;
+    const key = asciiLower(nameOf(t)!);
+    const listing = LISTINGS.get(key);
+    if (listing === undefined) continue;
+    if (toks[k + 1]?.kind === 'op' && toks[k + 1]!.text === '.') continue; // a column's qualifier
+    // An optional `main.` in front; another schema holds no reserved table.
+    let first = k;
+    if (toks[k - 1]?.kind === 'op' && toks[k - 1]!.text === '.') {
+      if (!isWord(toks[k - 2], 'MAIN') && asciiLower(nameOf(toks[k - 2]) ?? '') !== 'main') continue;
+      first = k - 2;
+    }
+    const before = toks[first - 1];
+    const inFrom = isWord(before, 'FROM', 'JOIN') || (t.kind !== 'string' && before?.kind === 'op' && before.text === ',');
+    if (!inFrom || (isWord(before, 'FROM') && isWord(toks[first - 2], 'DELETE'))) continue;
+    let last = k + 1;
+    let args = '';
+    if (toks[last]?.kind === 'op' && toks[last]!.text === '(') {
+      const end = closeParen(toks, last);
+      args = stmt.text.slice(toks[last]!.start - base, toks[end - 1]!.end - base);
+      last = end;
+    }
+    const next = toks[last];
+    const aliased = next !== undefined && (next.kind === 'quoted' || next.kind === 'string' || (next.kind === 'word' && !AFTER_TABLE.has(asciiUpper(next.text))) || isWord(next, 'AS'));
+    out += stmt.text.slice(copied - base, toks[first]!.start - base);
+    out += `(${listing(args)})${aliased ? '' : ` AS "${key}"`}`;
+    copied = toks[last - 1]!.end;
+    k = last - 1;
+  }
+  return copied === base ? stmt.text : out + stmt.text.slice(copied - base);
+}
+
+/** `PRAGMA [main.]table_list[(name)]` lists like pragma_table_list, without the reserved tables. */
+function hideInPragma(stmt: Statement, nameAt: number): string {
+  const toks = stmt.tokens;
+  if (asciiLower(nameOf(toks[nameAt]) ?? '') !== 'table_list') return stmt.text;
+  const schema = toks[nameAt - 1]?.kind === 'op' && toks[nameAt - 1]!.text === '.' ? nameOf(toks[nameAt - 2]) : undefined;
+  const rest = toks.slice(nameAt + 1);
+  const argOk = rest.length === 0 || (rest.length === 3 && rest[0]!.text === '(' && nameOf(rest[1]) !== undefined && rest[2]!.text === ')');
+  if (!argOk) return stmt.text;
+  const base = toks[0]!.start;
+  // The pragma takes a bare name where the table-valued form needs a value.
+  const arg = rest.length === 0 ? undefined : nameOf(rest[1]);
+  const args = arg === undefined ? '' : `('${arg.replaceAll("'", "''")}')`;
+  const where = schema === undefined ? '' : ` AND schema IS '${schema.replaceAll("'", "''")}'`;
+  const explain = stmt.text.slice(0, toks[skipExplain(toks)]!.start - base);
+  return `${explain}${LISTINGS.get('pragma_table_list')!(args)}${where}`;
 }
 
 // ---------------------------------------------------------------------------
