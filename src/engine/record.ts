@@ -311,6 +311,24 @@ export function streamUnit(
   onHeader?: (h: RecordHeader) => void,
   onTimestamps?: (ts: number[]) => void,
 ): RecordHeader {
+  const steps = streamUnitSteps(efs, fd, position, expect, onPages, op, onHeader, onTimestamps);
+  for (let r = steps.next(); ; r = steps.next()) if (r.done === true) return r.value;
+}
+
+/**
+ * {@link streamUnit} as steps: it pauses after each chunk of pages (about 8 MiB), so an
+ * async caller can let other work run between chunks of a big unit.
+ */
+export function* streamUnitSteps(
+  efs: EngineFs,
+  fd: number,
+  position: number,
+  expect: DecodeExpectations,
+  onPages: (pages: Array<[number, Uint8Array]>) => void,
+  op = 'unit.read',
+  onHeader?: (h: RecordHeader) => void,
+  onTimestamps?: (ts: number[]) => void,
+): Generator<void, RecordHeader> {
   const hb = Buffer.alloc(RECORD_HEADER_SIZE);
   const got = efs.read(fd, hb, 0, RECORD_HEADER_SIZE, position, op);
   const h = decodeHeader(hb.subarray(0, got), expect);
@@ -350,6 +368,7 @@ export function streamUnit(
     onPages(pages);
     off += want;
     left -= n;
+    if (left > 0) yield;
   }
   const t = Buffer.alloc(4);
   if (efs.read(fd, t, 0, 4, off, op) !== 4) throw new GeodrError('RECORD_CORRUPT', 'truncated: missing trailing checksum', { object, txid: h.txid });

@@ -16,6 +16,7 @@
  * SQLite's.
  */
 import * as path from 'node:path';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { crc32 } from 'node:zlib';
 import { GeodrError } from '../errors.js';
 import { checksumEquals, checksumFromHex, checksumHex, PageHashes, type Checksum } from './checksum.js';
@@ -23,7 +24,7 @@ import { NodeFs, readWholeFile, writeFileAtomic, type EngineFs } from './fs.js';
 import { readMeta, writeMeta, type DatabaseMeta } from './meta.js';
 import { hashLogicalDb, lockBytePage, prepareRollbackPageOne, writePages } from './pagefile.js';
 import { PrimaryDatabase, type PrimaryOptions } from './primary.js';
-import { decodeRecord, encodeRecord, streamUnit, type TxRecord } from './record.js';
+import { decodeRecord, encodeRecord, streamUnit, streamUnitSteps, type TxRecord } from './record.js';
 import { writeFullSnapshot } from './snapshot.js';
 import { openConnection, type Connection } from './sqlite.js';
 
@@ -134,6 +135,23 @@ export class ReplicaDatabase {
    * temp name, verified against the snapshot's checksum, and renamed into place.
    */
   static create(opts: ReplicaOptions, snapshotFile: string, expectDbId?: string): ReplicaDatabase {
+    const steps = ReplicaDatabase.createSteps(opts, snapshotFile, expectDbId);
+    for (let r = steps.next(); ; r = steps.next()) if (r.done === true) return r.value;
+  }
+
+  /**
+   * {@link create} that lets other work run between chunks of pages: a server seeding a
+   * big secondary keeps serving its other databases meanwhile.
+   */
+  static async createAsync(opts: ReplicaOptions, snapshotFile: string, expectDbId?: string): Promise<ReplicaDatabase> {
+    const steps = ReplicaDatabase.createSteps(opts, snapshotFile, expectDbId);
+    for (let r = steps.next(); ; r = steps.next()) {
+      if (r.done === true) return r.value;
+      await yieldToLoop();
+    }
+  }
+
+  private static *createSteps(opts: ReplicaOptions, snapshotFile: string, expectDbId?: string): Generator<void, ReplicaDatabase> {
     const r = new ReplicaDatabase(opts);
     const efs = r.efs;
     if (readMeta(efs, r.stateDir) !== undefined) throw new GeodrError('INVALID_ARGUMENT', 'a database already exists here', { database: r.name, object: r.stateDir });
@@ -148,7 +166,7 @@ export class ReplicaDatabase {
         let pageSize = 0;
         let lock = 0;
         let hashes: PageHashes | undefined;
-        const h = streamUnit(
+        const h = yield* streamUnitSteps(
           efs,
           sfd,
           0,

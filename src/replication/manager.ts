@@ -691,7 +691,7 @@ export class ReplicationManager implements ReplicationHooks {
       await this.closeSecondary(p.name);
       fs.rmSync(paths.dir, { recursive: true, force: true });
       fs.mkdirSync(paths.dir, { recursive: true });
-      const replica = ReplicaDatabase.create({ file: paths.file, stateDir: paths.stateDir, name: p.name }, tmp, reg.dbId);
+      const replica = await ReplicaDatabase.createAsync({ file: paths.file, stateDir: paths.stateDir, name: p.name }, tmp, reg.dbId);
       if (p.copy) {
         replica.close();
         await this.becomeIndependent(p.name, 'Copy');
