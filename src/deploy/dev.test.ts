@@ -1,26 +1,25 @@
 // `geodr dev up/down`: real server processes per region, state that survives down/up.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { tempDir } from '../engine/testing/helpers.js';
 import { GeodrError } from '../errors.js';
+import { freePort } from '../server/testing/ports.js';
 import { loadDeployment } from './deployment.js';
 import { devDown, devStatus, devUp } from './dev.js';
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 test('dev up starts every server as its own process; down stops them; state survives', { timeout: 120_000 }, async (t) => {
   const { dir, cleanup } = tempDir();
-  t.after(cleanup);
+  const stateDir = path.join(dir, 'state');
+  // One hook, in this order: devDown needs the pid files that cleanup deletes (after-hooks run in registration order).
+  t.after(async () => {
+    try {
+      await devDown({ stateDir });
+    } finally {
+      cleanup();
+    }
+  });
   const [pa, pb] = [await freePort(), await freePort()];
   const file = path.join(dir, 'deployment.json');
   fs.writeFileSync(
@@ -33,8 +32,6 @@ test('dev up starts every server as its own process; down stops them; state surv
       ],
     }),
   );
-  const stateDir = path.join(dir, 'state');
-  t.after(() => devDown({ stateDir }));
   const up = await devUp(loadDeployment(file), { stateDir });
   assert.deepEqual(
     up.servers.map((s) => [s.name, s.region, s.state]),

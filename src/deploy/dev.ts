@@ -198,12 +198,22 @@ export async function devDown(opts: { stateDir?: string; graceMs?: number; log?:
     const pid = readPid(stateDir, spec.name);
     fs.rmSync(path.join(serverDir(stateDir, spec.name), 'pid'), { force: true });
     if (pid === undefined) return;
-    process.kill(pid, 'SIGTERM');
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      return; // already gone
+    }
     const deadline = Date.now() + (opts.graceMs ?? 20_000);
+    let killed = false;
     while (isOurServer(pid)) {
-      if (Date.now() > deadline) {
-        process.kill(pid, 'SIGKILL');
-        opts.log?.(`${spec.name}: did not drain in time; killed`);
+      if (!killed && Date.now() > deadline) {
+        killed = true;
+        try {
+          process.kill(pid, 'SIGKILL');
+          opts.log?.(`${spec.name}: did not drain in time; killed`);
+        } catch {
+          // It exited between the check and the kill.
+        }
       }
       await new Promise((r) => setTimeout(r, 50));
     }

@@ -5,24 +5,15 @@
  * network between servers is killing those processes, while clients still reach
  * every server directly.
  */
-import * as net from 'node:net';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { freePort } from '../../server/testing/ports.js';
 import { spawnServer, type ServerProcess } from '../../server/testing/spawn.js';
 import { api } from '../../server/testing/http.js';
 import { startProxy, type ProxyProcess } from './proxy.js';
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 export interface ClusterNode {
   name: string;
