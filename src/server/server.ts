@@ -137,7 +137,7 @@ export class GeodrServer {
       try {
         // Replication streams are long-lived responses: end them, or close would wait for them forever.
         this.service.replication?.source.endStreams(undefined, 'the server is shutting down', 'UNAVAILABLE');
-        await this.app.close();
+        await this.closeHttp();
         await this.service.operations.stop();
         await this.service.replication?.stop();
         await this.service.backup?.stop();
@@ -150,7 +150,38 @@ export class GeodrServer {
     })();
     return this.stopping;
   }
+
+  /**
+   * Closes the HTTP server once in-flight requests are answered. Node closes idle
+   * keep-alive connections once, when closing starts; a connection whose request ends
+   * later would stay open until the client drops it (up to the 72 s keep-alive its
+   * responses advertised), holding the exit. So requests that arrive while draining are
+   * answered with `Connection: close`, idle connections are swept until the server has
+   * closed, and past the deadline the rest are cut.
+   */
+  private async closeHttp(): Promise<void> {
+    const http = this.app.server;
+    const closeAfter = (_req: unknown, res: { setHeader(name: string, value: string): unknown }): void => {
+      res.setHeader('connection', 'close');
+    };
+    http.prependListener('request', closeAfter);
+    const sweep = setInterval(() => http.closeIdleConnections(), 100);
+    const deadline = setTimeout(() => {
+      this.logger.warn({ deadlineMs: DRAIN_DEADLINE_MS }, 'requests still running at the drain deadline: closing their connections');
+      http.closeAllConnections();
+    }, DRAIN_DEADLINE_MS);
+    try {
+      await this.app.close();
+    } finally {
+      clearInterval(sweep);
+      clearTimeout(deadline);
+      http.off('request', closeAfter);
+    }
+  }
 }
+
+/** How long in-flight requests get to finish once draining starts. */
+const DRAIN_DEADLINE_MS = 10_000;
 
 /**
  * One server per data directory: a second one would open the same databases with a
