@@ -2,11 +2,26 @@
  * Two operators force a failover of the same database at the same moment, on two
  * different secondaries, with the primary gone. The next epoch is claimed with the
  * sibling first, so at most one of them becomes primary: never two primaries at one
- * epoch. The other follows the winner, and the copies end equal.
+ * epoch, also after both secondaries restarted. The other follows the winner, and the
+ * copies end equal.
  */
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { test } from 'node:test';
+import { DatabaseHost } from '../server/host.js';
 import { Cluster, eventually } from './testing/cluster.js';
+
+/** A server's local log directory for a database (by its record id). */
+function logDir(dataDir: string, id: string): string {
+  return path.join(DatabaseHost.pathsFor(dataDir, id).stateDir, 'log');
+}
+
+/** First TXID still in a local log: segments are named by their first TXID (16 hex digits). */
+function firstLoggedTxid(dir: string): number | undefined {
+  const first = fs.readdirSync(dir).filter((n) => /^[0-9a-f]{16}\.seg$/.test(n)).sort()[0];
+  return first === undefined ? undefined : parseInt(first.slice(0, 16), 16);
+}
 
 test('concurrent forced failovers on two secondaries: at most one primary', { timeout: 120_000 }, async () => {
   const c = await Cluster.start(['p', 's1', 's2']);
@@ -22,9 +37,31 @@ test('concurrent forced failovers on two secondaries: at most one primary', { ti
       for (let i = 0; i < 5; i++) await p('POST', `/v1/databases/${db}/query`, { sql: "insert into t(v) values ('x')" });
       assert.equal((await p('POST', `/v1/databases/${db}/waitForCopySync`, {})).status, 200);
     }
-    // Heartbeats have told each secondary about its sibling.
-    await new Promise((r) => setTimeout(r, 300));
+    // Each secondary learns its sibling from the primary's heartbeats (no API shows it). All
+    // links exist and every write is applied, so only heartbeats flow now: two more reads on
+    // each secondary's link mean a heartbeat listing the sibling has arrived there.
+    await Promise.all(
+      ['s1', 's2'].flatMap((s) =>
+        ['dup', 'seq'].map(async (db) => {
+          const received = async (): Promise<number> => (await c.api(s)('GET', `/v1/databases/${db}/replicationLinks`)).body.value[0].bytesTransferred as number;
+          let last = await received();
+          for (let i = 0; i < 2; i++) {
+            const before = last;
+            last = await eventually(async () => {
+              const now = await received();
+              return now !== before ? now : undefined;
+            }, 10_000, `a heartbeat on ${s} for ${db}`);
+          }
+        }),
+      ),
+    );
     await c.kill('p');
+    // Both secondaries restart with the primary gone, so they hear no heartbeat again: what
+    // they knew of each other must have been kept on disk for the claims below to hold.
+    for (const s of ['s1', 's2']) {
+      await c.kill(s);
+      await c.restart(s);
+    }
 
     const force = async (s: string, db = 'dup') => {
       const l = (await c.api(s)('GET', `/v1/databases/${db}/replicationLinks`)).body.value[0];
@@ -130,12 +167,17 @@ test('an old primary back after a long outage (the new primary pruned its log si
     assert.equal((await east('POST', '/v1/databases/long/waitForCopySync', {})).status, 200);
     await c.kill('east');
     const l = (await west('GET', '/v1/databases/long/replicationLinks')).body.value[0];
-    assert.equal((await west('POST', `/v1/databases/long/replicationLinks/${l.id}/forceFailoverAllowDataLoss`)).status, 200);
-    // West writes far more than it keeps log for while east is away; pruning runs every few seconds.
+    const fo = await west('POST', `/v1/databases/long/replicationLinks/${l.id}/forceFailoverAllowDataLoss`);
+    assert.equal(fo.status, 200, JSON.stringify(fo.body));
+    const split = fo.body.txid as number;
+    // West writes far more than it keeps log for while east is away.
     for (let i = 0; i < 40; i++) {
       await west('POST', '/v1/databases/long/batch', { statements: Array.from({ length: 5 }, () => ({ sql: "insert into t(v, pad) values ('west', randomblob(1500))" })) });
     }
-    await new Promise((r) => setTimeout(r, 6000));
+    // Pruning runs every few seconds, once the records are in the vault and checkpointed:
+    // wait until west's log no longer holds the first record after the split east would need.
+    const westLog = logDir(c.node('west').server.dataDir, (await west('GET', '/v1/databases/long')).body.id as string);
+    await eventually(() => (firstLoggedTxid(westLog) ?? 0) > split + 1, 30_000, `west's log pruned past TXID ${split + 1}`);
     await c.restart('east');
     await eventually(async () => {
       const e = (await c.api('east')('GET', '/v1/databases/long')).body;

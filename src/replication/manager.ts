@@ -737,6 +737,7 @@ export class ReplicationManager implements ReplicationHooks {
           if (l !== undefined) void this.resync(name, l);
         },
         onStalePrimary: () => undefined,
+        onSiblings: (siblings) => this.store.setLinkSiblings(link.id, siblings),
       },
       this.logger,
       { heartbeatMs: this.rc.heartbeatMs, maxBackoffMs: this.rc.maxBackoffMs },
@@ -984,7 +985,8 @@ export class ReplicationManager implements ReplicationHooks {
   async forceFailover(name: string, linkId?: string): Promise<{ database: string; epoch: number; txid: number; ms: number }> {
     const started = Date.now();
     const { rec, link } = this.secondaryLink(name, linkId);
-    const siblings = this.sinks.get(name)?.siblings ?? [];
+    // As the last heartbeat named them, kept on disk: a restart since does not forget them.
+    const siblings = this.store.linkSiblings(link.id);
     const known = Math.max(this.epochOf(rec), ...rec.epochs.map((e) => e.epoch), this.claims.get(name)?.epoch ?? 0);
     const epoch = known + 1;
     await this.claimEpoch(name, epoch, siblings);
@@ -1514,6 +1516,7 @@ export class ReplicationManager implements ReplicationHooks {
   /** Asks every partner of a linked primary whether one holds a newer epoch; fences if so. */
   private async checkEpoch(name: string, attempts = 1): Promise<void> {
     for (let attempt = 1; attempt <= attempts; attempt++) {
+      if (this.stopped) return;
       const rec = this.store.getDatabase(name);
       if (rec === undefined || rec.role !== 'primary' || (rec.fencedBy !== null && rec.fencedBy.server !== '')) return;
       const mine = this.epochOf(rec);
@@ -1531,6 +1534,8 @@ export class ReplicationManager implements ReplicationHooks {
         }),
       );
       if (answered > 0 || partners.length === 0) return;
+      // A partner that refuses at once (it is restarting) gets a moment before the next try.
+      if (attempt < attempts) await new Promise((r) => setTimeout(r, 250 * attempt).unref());
     }
     this.logger.warn({ database: name }, 'no partner answered the epoch check; taking writes (a partition heals through the periodic check)');
   }

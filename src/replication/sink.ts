@@ -29,6 +29,8 @@ export interface SinkEvents {
   onApplied(txid: number, time: number): void;
   /** The primary is stale (we know a newer epoch). */
   onStalePrimary(error: GeodrError): void;
+  /** A heartbeat named other secondaries than the last one did. */
+  onSiblings(siblings: Heartbeat['siblings']): void;
 }
 
 export class Sink {
@@ -42,6 +44,7 @@ export class Sink {
   primaryTxidTime = 0;
   lastHeartbeatAt = 0;
   siblings: Heartbeat['siblings'] = [];
+  private siblingsReported: string | undefined;
   connected = false;
   reconnects = 0;
   bytesReceived = 0;
@@ -137,7 +140,13 @@ export class Sink {
           else if (f.type === FRAME_HEARTBEAT) {
             this.primaryTxid = f.heartbeat.txid;
             this.primaryTxidTime = f.heartbeat.txidTime;
-            this.siblings = f.heartbeat.siblings;
+            // The first heartbeat of a sink always reports: what was kept may be older.
+            const heard = JSON.stringify(f.heartbeat.siblings);
+            if (heard !== this.siblingsReported) {
+              this.siblingsReported = heard;
+              this.siblings = f.heartbeat.siblings;
+              this.events.onSiblings(this.siblings);
+            }
           } else if (f.type === FRAME_END) end = f.end;
         }
         if (records.length > 0) {

@@ -173,6 +173,7 @@ const ADDED_COLUMNS: Array<[string, string, string]> = [
   ['databases', 'fenced_by', 'text'],
   ['dropped_databases', 'db_id', "text not null default ''"],
   ['dropped_databases', 'retention_days', 'integer not null default 7'],
+  ['replication_links', 'siblings', "text not null default '[]'"],
 ];
 
 type Row = Record<string, unknown>;
@@ -302,12 +303,27 @@ export class MetaStore {
 
   putLink(l: LinkRecord): void {
     this.sql(
-        `insert into replication_links values (@id, @database, @localRole, @partnerServer, @partnerDatabase, @state, @createdAt, @modifiedAt, @lastTxid, @lastTime, @percentComplete)
+        `insert into replication_links (id, database_name, local_role, partner_server, partner_database, state, created_at, modified_at, last_txid, last_time, percent_complete)
+         values (@id, @database, @localRole, @partnerServer, @partnerDatabase, @state, @createdAt, @modifiedAt, @lastTxid, @lastTime, @percentComplete)
          on conflict(id) do update set database_name = excluded.database_name, local_role = excluded.local_role, partner_server = excluded.partner_server,
            partner_database = excluded.partner_database, state = excluded.state, modified_at = excluded.modified_at, last_txid = excluded.last_txid,
            last_time = excluded.last_time, percent_complete = excluded.percent_complete`,
       )
       .run(l);
+  }
+
+  /**
+   * On a secondary: the primary's other secondaries, as its heartbeats last named them.
+   * Kept on disk so a forced failover after a restart (no heartbeat since) still claims
+   * its epoch with them.
+   */
+  setLinkSiblings(id: string, siblings: Array<{ linkId: string; server: string; database: string }>): void {
+    this.sql('update replication_links set siblings = ? where id = ?').run(JSON.stringify(siblings), id);
+  }
+
+  linkSiblings(id: string): Array<{ linkId: string; server: string; database: string }> {
+    const row = this.sql('select siblings from replication_links where id = ?').get(id) as { siblings: string } | undefined;
+    return row === undefined ? [] : (JSON.parse(row.siblings) as Array<{ linkId: string; server: string; database: string }>);
   }
 
   /** Progress only: cheap enough to run at every acknowledgement batch. */
