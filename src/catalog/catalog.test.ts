@@ -453,7 +453,9 @@ describe('tenant catalog and inventory', () => {
     assert.equal((await catalog.getTenant('contoso')).pool, 'Pool1', 'the pool comes from the inventory once synced');
     const rounds: number[] = [];
     const job = startInventorySync(smm, [{ url: sp.url }], 50, (x) => rounds.push(x.synced.length));
-    await new Promise((res) => setTimeout(res, 250));
+    // Waits for the rounds rather than a time window, which a slow machine may not fill.
+    const giveUpAt = Date.now() + 10_000;
+    while (rounds.length < 2 && Date.now() < giveUpAt) await new Promise((res) => setTimeout(res, 10));
     await job.stop();
     assert.ok(rounds.length >= 2 && rounds.every((n) => n === 1), `rounds ${JSON.stringify(rounds)}`);
     await catalog.removeTenant('contoso');

@@ -48,7 +48,9 @@ test(`chaos: ${CYCLES} cycles of losing the primary under load, forced failover,
   const seed = Number(process.env.GEODR_SEED ?? Math.floor(Math.random() * 2 ** 31));
   const rand = prng(seed);
   const note = `seed ${seed} (replay with GEODR_SEED=${seed})`;
-  const c = await Cluster.start(['a', 'b'], { config: () => ({ replication: { heartbeatMs: 100, peerTimeoutMs: 500, maxBackoffMs: 100, syncTimeoutMs: 400, failoverTimeoutMs: 2000 } }) });
+  // Short heartbeat and sync timeouts make the chaos; the peer timeout stays roomy, because a
+  // restarted old primary that hears from no partner in 3 tries takes writes again.
+  const c = await Cluster.start(['a', 'b'], { config: () => ({ replication: { heartbeatMs: 100, peerTimeoutMs: 2000, maxBackoffMs: 100, syncTimeoutMs: 400, failoverTimeoutMs: 2000 } }) });
   try {
     const url = (n: string): string => c.node(n).url;
     await call(url('a'), 'PUT', '/v1/databases/chaos', {});
@@ -66,14 +68,21 @@ test(`chaos: ${CYCLES} cycles of losing the primary under load, forced failover,
 
     for (let cycle = 0; cycle < CYCLES; cycle++) {
       let writing = true;
+      let ackedThisCycle = 0;
       const target = primary;
       const writeLoop = async (): Promise<void> => {
         while (writing) {
           const k = `c${cycle}-${seq++}`;
           const sync = rand() < 0.3;
           const r = await call(url(target), 'POST', '/v1/databases/chaos/query', { sql: 'insert into t(k, sync, pad) values (?, ?, randomblob(200))', args: [k, sync ? 1 : 0] }, sync ? { 'geodr-durability': 'sync' } : {}, 400);
-          if (r?.status === 200) acked.set(k, sync);
-          else if (r === undefined) break;
+          if (r?.status === 200) {
+            acked.set(k, sync);
+            ackedThisCycle++;
+          } else if (r === undefined) {
+            // No answer: once the primary is gone, stop; before that, a slow answer is no reason to.
+            if (!writing) break;
+            await new Promise((res) => setTimeout(res, 20));
+          }
         }
       };
       // Several writers at once, so some acknowledged writes have not reached the secondary when the primary goes.
@@ -85,6 +94,9 @@ test(`chaos: ${CYCLES} cycles of losing the primary under load, forced failover,
         assert.ok(now.epoch > seen.epoch || (now.epoch === seen.epoch && now.txid >= seen.txid), `read went back from ${JSON.stringify(seen)} to ${JSON.stringify(now)}; ${note}`);
         seen = now;
       }
+      // The random moment counts from the first acknowledged write, so every cycle has real
+      // load however slow the machine is.
+      await eventually(() => ackedThisCycle > 0, 15_000, `cycle ${cycle}: a write acknowledged; ${note}`);
       await new Promise((r) => setTimeout(r, 10 + rand() * 120));
       const mode = rand() < 0.5 ? 'kill' : 'stop';
       kills[mode]++;

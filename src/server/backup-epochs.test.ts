@@ -93,6 +93,24 @@ async function insert(n: Node, db: string, count: number, tag: string): Promise<
   });
 }
 
+/**
+ * Positive proof that `n`'s shipping loop ran since the call, before a "nothing was shipped"
+ * assertion: writes to a probe database, each shipped before the next. Ticks never overlap and
+ * a tick ships only what was durable when it reached the database, so the second of three
+ * ran whole after this call.
+ */
+async function shippingRan(n: Node, probe: string): Promise<void> {
+  if (n.store.getDatabase(probe) === undefined) {
+    n.service.createDatabase(probe, { pool: 'default' });
+    await n.host.use(probe, (tn) => tn.db.write((c) => c.exec('create table t(id integer primary key, v text)')));
+  }
+  const probeId = n.store.getDatabase(probe)!.dbId;
+  for (let i = 0; i < 3; i++) {
+    const txid = await insert(n, probe, 1, 'probe');
+    await until(`${probe} shipped up to ${txid}`, () => (n.backup.shipper.state(probeId)?.shippedTxid ?? 0) >= txid);
+  }
+}
+
 async function epochOneKeys(dir: string, dbId: string): Promise<string[]> {
   const v = new FsVault(dir);
   const out: string[] = [];
@@ -144,11 +162,12 @@ test('failover: beginEpoch starts the new lineage, the deposed primary is fenced
     y.store.setDbId('shop', dbId);
   });
   const asSecondary = y.store.getDatabase('shop')!;
-  await new Promise((r) => setTimeout(r, 200)); // several ticks
+  // Before the probe below exists on Y.
+  assert.equal((await y.backup.verifyNext())?.database, undefined, 'nothing of Y is verified: its only database is a secondary');
+  await shippingRan(y, 'probe-y');
   assert.equal(y.backup.shipper.state(dbId), undefined, 'a secondary is never shipped');
   await assert.rejects(y.backup.restorePointsOf(dbId), (e) => isGeodrError(e, 'CONFLICT') && /geo-secondary/.test(e.message) && /primary's server holds the backups/.test(e.message));
   await assert.rejects(y.backup.verifyDatabaseBackup(asSecondary), (e) => isGeodrError(e, 'CONFLICT') && /geo-secondary/.test(e.message));
-  assert.equal((await y.backup.verifyNext())?.database, undefined, 'nothing of Y is verified: its only database is a secondary');
   assert.equal(y.backup.mustStayOpen({ record: asSecondary, db: { dbId } } as never), false);
 
   // Forced failover: Y's copy becomes the primary at epoch 2 while X, cut off, goes on writing.
@@ -184,7 +203,7 @@ test('failover: beginEpoch starts the new lineage, the deposed primary is fenced
   assert.match(x.backup.status({ dbId, txid: 0 }).halted ?? '', /epoch 2/);
   const before = await epochOneKeys(path.join(root.dir, 'vx'), dbId);
   await insert(x, 'shop', 5, 'x-after');
-  await new Promise((r) => setTimeout(r, 300));
+  await shippingRan(x, 'probe-x');
   assert.deepEqual(await epochOneKeys(path.join(root.dir, 'vx'), dbId), before, 'X uploads nothing once fenced');
 
   // Both regions' vaults hold both lineages now; both restore Y's state, never X's tail.

@@ -15,7 +15,8 @@ let asData: ReturnType<typeof api>;
 before(async () => {
   sp = await spawnServer({
     dataScope: { databases: ['shop'], pools: ['apps'] },
-    config: { limits: { requestBytes: 64 * 1024, resultBytes: 256 * 1024, statementTimeoutMs: 500, transactionTimeoutMs: 1500, writeWaitMs: 300, batchStatements: 50 } },
+    // Transactions live 10 s by default here: a slow machine must not expire one mid-test; the expiry tests pass small lifetimes.
+    config: { limits: { requestBytes: 64 * 1024, resultBytes: 256 * 1024, statementTimeoutMs: 500, transactionTimeoutMs: 10_000, writeWaitMs: 300, batchStatements: 50 } },
   });
   call = api(sp.url, sp.adminToken);
   asData = api(sp.url, sp.dataToken);
@@ -348,7 +349,9 @@ describe('SQL endpoint', () => {
     assert.equal(r.body.error.code, 'STATEMENT_TIMEOUT');
     r = await sql('s5', 'insert into a with recursive n(i) as (select 1 union all select i + 1 from n where i < 3000) select i from n returning x');
     assert.equal(r.status, 200);
-    r = await sql('s5', "insert into a with recursive n(i) as (select 1 union all select i + 1 from n where i < 200000) select 'padding-padding-padding' || i from n returning x");
+    // SQLite does every insert before the first row comes back, so the row count stays small enough to finish
+    // well inside the 500 ms statement deadline: 30,000 rows of 24-28 bytes are ~830 KB, over 3x the 256 KiB limit.
+    r = await sql('s5', "insert into a with recursive n(i) as (select 1 union all select i + 1 from n where i < 30000) select 'padding-padding-padding' || i from n returning x");
     assert.equal(r.body.error.code, 'LIMIT_EXCEEDED');
     assert.deepEqual((await sql('s5', 'select count(*) from a')).body.rows, [[3000]], 'the oversize write was rolled back');
   });

@@ -226,6 +226,7 @@ export class SqlSession {
     if (this.tx !== undefined) throw new GeodrError('SQL_ERROR', 'cannot start a transaction within a transaction', { database: this.database, details: { sqliteCode: 'SQLITE_ERROR' } });
     const limits = this.ctx.limits;
     const ttl = Math.min(timeoutMs ?? limits.transactionTimeoutMs, limits.transactionTimeoutMs);
+    this.lifetimeMs = ttl;
     const replica = this.replica();
     if (replica !== undefined) {
       if (mode === 'write') throw this.readOnlySecondary();
@@ -364,10 +365,13 @@ export class SqlSession {
     this.expired = true;
   }
 
+  /** The lifetime the last transaction was given (its own, or the server's limit). */
+  private lifetimeMs = 0;
+
   /** Stays thrown until ROLLBACK (or a new BEGIN): statements must not run outside the lost transaction. */
   private throwIfExpired(): void {
     if (this.expired) {
-      throw new GeodrError('TRANSACTION_EXPIRED', `the transaction passed its ${this.ctx.limits.transactionTimeoutMs} ms limit and was rolled back`, { database: this.database });
+      throw new GeodrError('TRANSACTION_EXPIRED', `the transaction passed its ${this.lifetimeMs} ms lifetime and was rolled back`, { database: this.database });
     }
   }
 
