@@ -301,17 +301,8 @@ export class UnitWriter {
  * and verifies the CRC at the end. A caller writing pages somewhere must treat that
  * place as scratch until this returns.
  */
-export function streamUnit(
-  efs: EngineFs,
-  fd: number,
-  position: number,
-  expect: DecodeExpectations,
-  onPages: (pages: Array<[number, Uint8Array]>) => void,
-  op = 'unit.read',
-  onHeader?: (h: RecordHeader) => void,
-  onTimestamps?: (ts: number[]) => void,
-): RecordHeader {
-  const steps = streamUnitSteps(efs, fd, position, expect, onPages, op, onHeader, onTimestamps);
+export function streamUnit(...args: Parameters<typeof streamUnitSteps>): RecordHeader {
+  const steps = streamUnitSteps(...args);
   for (let r = steps.next(); ; r = steps.next()) if (r.done === true) return r.value;
 }
 

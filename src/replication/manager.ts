@@ -22,11 +22,12 @@ import type { ServerConfig } from '../server/config.js';
 import { DatabaseHost } from '../server/host.js';
 import type { OperationContext } from '../server/operations.js';
 import type { ServerService } from '../server/service.js';
-import type { DatabaseRecord, EpochStart, FailoverGroupRecord, LinkRecord, LinkState, MetaStore, OperationRecord } from '../server/store.js';
+import type { DatabaseRecord, EpochStart, FailoverGroupRecord, LinkRecord, MetaStore, OperationRecord } from '../server/store.js';
 import type { ReplicationHooks, SqlResult, SqlStatement } from '../server/sql.js';
 import { parseManagementStatement, querySysViews, readsSysViews, type SysViewData } from '../server/tsql.js';
 import { validateName } from '../server/names.js';
 import { Peers, peerError } from './peers.js';
+import type { LostTransactionsReport, ReplicationLink } from '../sdk/types.js';
 import { Sink } from './sink.js';
 import { ReplicationSource } from './source.js';
 
@@ -34,47 +35,9 @@ export const MAX_SECONDARIES = 4;
 /** How long a sibling's claim of an epoch blocks another forced failover (the claimer may have died). */
 const CLAIM_TTL_MS = 10_000;
 
-/** A link as the API and the views show it. */
-export interface LinkView {
-  id: string;
-  database: string;
-  role: 'Primary' | 'Secondary';
-  partnerServer: string;
-  partnerDatabase: string;
-  partnerRole: 'Primary' | 'Secondary';
-  state: LinkState;
-  createdAt: string;
-  modifiedAt: string;
-  /** Newest TXID the secondary applied. */
-  lastReplicatedTxid: number;
-  /** Commit time on the primary of that TXID. */
-  lastReplicatedTime: string | null;
-  lagTxids: number;
-  lagMs: number | null;
-  percentComplete: number;
-  /** Bytes sent (primary side) or received (secondary side) on this link since the server started. */
-  bytesTransferred: number;
-  lastError: string | null;
-}
-
-export interface LostReport {
-  id: string;
-  database: string;
-  dbId: string;
-  /** The TXID where the histories parted: this copy's records after it never reached the new primary. */
-  divergedAt: number;
-  fromTxid: number;
-  toTxid: number;
-  transactions: number;
-  firstTime: string | null;
-  lastTime: string | null;
-  pagesChanged: number;
-  epoch: number;
-  newPrimary: { server: string; database: string; epoch: number };
-  createdAt: string;
-  /** Files beside the report: the encoded records, and the database as this copy last had it. */
-  files: { records: string; database: string };
-}
+/** A link as the API and the views show it, and a lost-transactions report: the SDK's wire types. */
+export type LinkView = ReplicationLink;
+export type LostReport = LostTransactionsReport;
 
 interface Gate {
   reason: string;
