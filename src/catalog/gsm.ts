@@ -25,7 +25,7 @@ import {
   type LocalShardStatus,
   type MapKind,
   type Mapping,
-  type MappingDifferenceResolution,
+  type OperationStep,
   type PendingOperation,
   type Shard,
   type ShardLocation,
@@ -63,14 +63,7 @@ interface MappingRow {
   op: string | null;
 }
 
-interface StoredStep {
-  index: number;
-  shardId: string;
-  map: string;
-  server: string;
-  database: string;
-  change: LocalChange | null;
-  resolve: MappingDifferenceResolution | null;
+interface StoredStep extends OperationStep {
   /** Mapping ids the step holds until it is done. */
   locks: string[];
   lockShard: boolean;

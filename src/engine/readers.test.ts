@@ -11,8 +11,9 @@ import { test } from 'node:test';
 import { setTimeout as sleep, setImmediate as tick } from 'node:timers/promises';
 import { PrimaryDatabase } from './primary.js';
 import { ReplicaDatabase } from './replica.js';
+import { takeSnapshot } from './snapshot.js';
 import type { Connection } from './sqlite.js';
-import { integrity, prng, tempDir } from './testing/helpers.js';
+import { dumpHash, integrity, prng, tempDir } from './testing/helpers.js';
 
 const ACCOUNTS = 200;
 const TOTAL = ACCOUNTS * 1000;
@@ -122,4 +123,41 @@ test('readers of a replica never see a partial or stale-mixed transaction', { ti
   r.close();
   p.close();
   cleanup();
+});
+
+test('seeding with createAsync lets other work run between chunks and builds the same replica as create', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const p = PrimaryDatabase.open({ file: path.join(dir, 'p.db') });
+    // About 24 MiB: three 8 MiB chunks of the unit, so at least two pauses.
+    for (let b = 0; b < 6; b++) p.write((c) => {
+      if (b === 0) c.exec('create table t(x blob)');
+      const st = c.prepare('insert into t values (randomblob(4000))');
+      for (let i = 0; i < 1000; i++) st.run();
+    });
+    const snap = await takeSnapshot(p, path.join(dir, 'snap'), { durable: false });
+    let turns = 0;
+    let ticking = true;
+    const ticker = (async () => {
+      while (ticking) {
+        await tick();
+        turns++;
+      }
+    })();
+    const a = await ReplicaDatabase.createAsync({ file: path.join(dir, 'a.db') }, snap.file, p.dbId);
+    const during = turns;
+    ticking = false;
+    await ticker;
+    assert.ok(during >= 2, `other work ran ${during} times while the replica was built`);
+    const b = ReplicaDatabase.create({ file: path.join(dir, 'b.db') }, snap.file, p.dbId);
+    assert.equal(a.txid, p.txid);
+    assert.equal(a.read(dumpHash), b.read(dumpHash));
+    assert.equal(a.read(dumpHash), p.read(dumpHash));
+    assert.equal(a.read(integrity), 'ok');
+    a.close();
+    b.close();
+    p.close();
+  } finally {
+    cleanup();
+  }
 });

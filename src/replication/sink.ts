@@ -43,7 +43,6 @@ export class Sink {
   primaryTxid = 0;
   primaryTxidTime = 0;
   lastHeartbeatAt = 0;
-  siblings: Heartbeat['siblings'] = [];
   private siblingsReported: string | undefined;
   connected = false;
   reconnects = 0;
@@ -144,8 +143,7 @@ export class Sink {
             const heard = JSON.stringify(f.heartbeat.siblings);
             if (heard !== this.siblingsReported) {
               this.siblingsReported = heard;
-              this.siblings = f.heartbeat.siblings;
-              this.events.onSiblings(this.siblings);
+              this.events.onSiblings(f.heartbeat.siblings);
             }
           } else if (f.type === FRAME_END) end = f.end;
         }

@@ -523,7 +523,7 @@ function hideReserved(stmt: Statement): string {
     // An optional `main.` in front; another schema holds no reserved table.
     let first = k;
     if (toks[k - 1]?.kind === 'op' && toks[k - 1]!.text === '.') {
-      if (!isWord(toks[k - 2], 'MAIN') && asciiLower(nameOf(toks[k - 2]) ?? '') !== 'main') continue;
+      if (asciiLower(nameOf(toks[k - 2]) ?? '') !== 'main') continue;
       first = k - 2;
     }
     const before = toks[first - 1];

@@ -22,22 +22,10 @@ import { readHistory, restoreFromVault, restorePoints, type VaultHistory } from 
 import { planRetention } from './retention.js';
 import { Shipper, type ShipperOptions } from './shipper.js';
 import { MemVault } from './testing/memory.js';
+import { descriptor } from './testing/descriptor.js';
 import type { Vault } from './vault.js';
 
 const DB = '0123456789abcdef0123456789abcdef';
-
-const descriptor = (dbId: string) => () => ({
-  format: 1 as const,
-  dbId,
-  name: 't',
-  server: 's',
-  region: 'r',
-  pool: 'p',
-  pageSize: 4096,
-  createdAt: 0,
-  retentionDays: 7,
-  ltr: null,
-});
 
 test('golden keys: old keys (no epoch suffix) parse as epoch 1; epoch 1 keys are written exactly as before', () => {
   const t = 0x18bcfe56800;

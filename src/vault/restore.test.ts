@@ -15,20 +15,8 @@ import { FsVault } from './fs.js';
 import { readHistory, restoreFromVault, restorePoints } from './restore.js';
 import { planRetention } from './retention.js';
 import { Shipper } from './shipper.js';
+import { descriptor } from './testing/descriptor.js';
 import type { Vault } from './vault.js';
-
-const descriptor = (dbId: string) => () => ({
-  format: 1 as const,
-  dbId,
-  name: 't',
-  server: 's',
-  region: 'r',
-  pool: 'p',
-  pageSize: 4096,
-  createdAt: 0,
-  retentionDays: 7,
-  ltr: null,
-});
 
 interface Seen {
   txid: number;
