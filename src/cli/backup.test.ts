@@ -184,7 +184,13 @@ describe('restores', () => {
   test('db recoverable and db geo-restore in the paired region', async () => {
     const txids = await seed('cli-geo', 4);
     const dbId = (await sdk.getDatabase('cli-geo')).dbId;
-    for (let i = 0; i < 200 && ((await sdk.restorePoints('cli-geo')).backup.geo?.copiedTxid ?? 0) < txids.at(-1)!; i++) await delay(50);
+    // The last batch copied is not enough: copies finish in any order, so an earlier batch (or the
+    // descriptor, or the base snapshot) may still be in flight, and west's listing would stop short.
+    for (let i = 0; i < 200; i++) {
+      const geo = (await sdk.restorePoints('cli-geo')).backup.geo;
+      if ((geo?.copiedTxid ?? 0) >= txids.at(-1)! && geo?.pending === 0) break;
+      await delay(50);
+    }
     const list = ok(await geodr(['db', 'recoverable'], () => west)).stdout;
     assert.match(list, /^NAME +DB ID +REGION +SERVER +LATEST TXID +LATEST TIME +EST\. DATA LOSS$/m);
     assert.match(list, new RegExp(`^cli-geo +${dbId} +eastus +cli-east +${txids.at(-1)} `, 'm'));

@@ -120,7 +120,7 @@ export interface BackupStatus {
     lastCopiedAt: string | null;
     /** Objects waiting to be copied. */
     pending: number;
-    /** The last TXID the paired vault holds. */
+    /** The paired vault holds every records batch up to this TXID (copies may finish out of order; this is the gap-free end). */
     copiedTxid: number;
   } | null;
   /** Consecutive shipping failures. */

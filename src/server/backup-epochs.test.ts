@@ -201,6 +201,12 @@ test('failover: beginEpoch starts the new lineage, the deposed primary is fenced
   assert.deepEqual(stale, [['shop', 2]]);
   unsubscribe();
   assert.match(x.backup.status({ dbId, txid: 0 }).halted ?? '', /epoch 2/);
+  // The listener is told from inside one upload's fence check; another upload that passed its
+  // check just before (a snapshot shipped beside the records, or a batch) may still be landing
+  // in X's vault, and the lineage rule keeps it out of history. Let X's shipping of shop settle
+  // (the running ship, then any snapshot) before taking what X had uploaded.
+  await x.host.use('shop', (tn) => x.backup.shipper.ship(tn.db, () => x.backup.descriptor(tn.record)));
+  await x.backup.shipper.idle(dbId);
   const before = await epochOneKeys(path.join(root.dir, 'vx'), dbId);
   await insert(x, 'shop', 5, 'x-after');
   await shippingRan(x, 'probe-x');

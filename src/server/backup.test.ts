@@ -179,9 +179,18 @@ test('geo-restore: with the first region gone, the paired region restores from i
   let last = 0;
   for (let k = 1; k <= 30; k++) last = (await sql(ce, 'tenant-geo', 'insert into t values (?)', [k])).txid;
   const before = await shipped(ce, 'tenant-geo', last);
-  // Wait until the paired region holds the copy.
-  for (let i = 0; i < 200 && (await ce('GET', '/v1/databases/tenant-geo/restorePoints')).body.backup.geo.copiedTxid < last; i++) await new Promise((r) => setTimeout(r, 50));
-  assert.equal((await ce('GET', '/v1/databases/tenant-geo/restorePoints')).body.backup.geo.copiedTxid, last);
+  // Wait until the paired region holds the copy: the last batch copied and nothing of the
+  // database still queued or in flight. Copies finish in any order, so copiedTxid (the greatest
+  // batch copied) can reach `last` while an earlier batch is still being copied; killed then,
+  // the paired vault would keep a gap and its restore window would end before `last`.
+  let geo: { copiedTxid: number; pending: number } = { copiedTxid: 0, pending: -1 };
+  for (let i = 0; i < 200; i++) {
+    geo = (await ce('GET', '/v1/databases/tenant-geo/restorePoints')).body.backup.geo;
+    if (geo.copiedTxid >= last && geo.pending === 0) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.equal(geo.copiedTxid, last);
+  assert.equal(geo.pending, 0, 'no copy of the database still under way');
   const dbId = (await ce('GET', '/v1/databases/tenant-geo')).body.dbId;
   // Region loss: the server is killed and its vault disappears.
   await east.kill();

@@ -340,7 +340,11 @@ export class BackupService {
     const st = this.shipper.state(t.dbId);
     const shipped = st?.shippedTxid ?? 0;
     const geo = this.copier?.status().get(`databases/${t.dbId}`);
+    // Copies finish in any order: what the paired vault holds without a gap ends before the
+    // first records batch still pending.
     const lastGeo = parseBatchKey(geo?.lastByKind.records ?? '');
+    const firstPending = parseBatchKey(geo?.firstPendingByKind.records ?? '');
+    const copiedTxid = Math.min(lastGeo?.last ?? 0, firstPending === undefined ? Number.POSITIVE_INFINITY : firstPending.first - 1);
     const unshipped = Math.max(0, t.txid - shipped);
     return {
       vault: this.vault.name,
@@ -356,7 +360,7 @@ export class BackupService {
               lastCopiedKey: geo?.lastKey ?? null,
               lastCopiedAt: geo !== undefined && geo.lastCopiedAt > 0 ? new Date(geo.lastCopiedAt).toISOString() : null,
               pending: geo?.pending ?? 0,
-              copiedTxid: lastGeo?.last ?? 0,
+              copiedTxid: Math.max(0, copiedTxid),
             },
       failures: st?.failures ?? 0,
       halted: st?.halted ?? null,

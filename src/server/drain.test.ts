@@ -35,7 +35,8 @@ test('SIGTERM with requests in flight on keep-alive connections: they are answer
       ),
     );
     for (let i = 0; acked === 0 && i < 10_000; i++) await new Promise((r) => setTimeout(r, 1));
-    const exited = new Promise<number | null>((resolve) => sp.proc.once('exit', (code) => resolve(code)));
+    // 'close' (the pipes drained), not 'exit': output() is read right after.
+    const exited = new Promise<number | null>((resolve) => sp.proc.once('close', (code) => resolve(code)));
     sp.proc.kill('SIGTERM');
     const statuses = await Promise.all(outcomes);
     // Answered in full if the server had read it, else refused as the server was closing.

@@ -168,7 +168,7 @@ describe('GeoCopier', () => {
     await source.put('databases/z', Buffer.from('a two-segment key is its own group'));
     geo.notify('databases/z');
     const before = geo.status();
-    assert.deepEqual(before.get('databases/x'), { lastKey: '', lastByKind: {}, lastCopiedAt: 0, pending: 2, oldestPendingAt: before.get('databases/x')!.oldestPendingAt });
+    assert.deepEqual(before.get('databases/x'), { lastKey: '', lastByKind: {}, lastCopiedAt: 0, pending: 2, firstPendingByKind: { records: recordKey('x', 1) }, oldestPendingAt: before.get('databases/x')!.oldestPendingAt });
     const t0 = Date.now();
     assert.equal(await geo.syncOnce(), 4);
     const s = geo.status();
@@ -194,6 +194,29 @@ describe('GeoCopier', () => {
     const s = geo.status().get('databases/d')!;
     assert.equal(s.lastKey, 'databases/d/snapshots/0002.full');
     assert.deepEqual({ ...s.lastByKind }, { meta: 'databases/d/meta/0001.json', records: recordKey('d', 2), snapshots: 'databases/d/snapshots/0002.full' });
+  });
+
+  test('a batch copied ahead of a retried one: firstPendingByKind names the gap until the retry lands', async () => {
+    const source = new MemVault();
+    const target = new FlakyVault(new MemVault());
+    let refuse = true;
+    target.failPut = (key) => refuse && key === recordKey('g', 1);
+    const geo = new GeoCopier({ source, target, intervalMs: 10, maxBackoffMs: 20 });
+    for (const n of [1, 2, 3]) {
+      await source.put(recordKey('g', n), Buffer.from('p'));
+      geo.notify(recordKey('g', n));
+    }
+    geo.start();
+    try {
+      await until('2 and 3 copied', () => geo.status().get('databases/g')?.lastByKind.records === recordKey('g', 3));
+      const gap = geo.status().get('databases/g')!;
+      assert.equal(gap.firstPendingByKind.records, recordKey('g', 1), 'batch 1 is still pending: the copy has a gap before it');
+      refuse = false;
+      await until('1 copied', () => geo.status().get('databases/g')!.pending === 0);
+      assert.deepEqual(geo.status().get('databases/g')!.firstPendingByKind, {});
+    } finally {
+      await geo.stop();
+    }
   });
 
   test('a target CONFLICT with the same size is success; a different size is VAULT_CORRUPT, not retried', async () => {

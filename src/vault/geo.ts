@@ -73,6 +73,12 @@ export interface GeoCopyStatus {
   lastCopiedAt: number;
   /** Keys queued, retrying or in flight. */
   pending: number;
+  /**
+   * The smallest pending key per kind (as `lastByKind`): everything of that kind below it
+   * that was ever queued has been copied, so `firstPendingByKind.records` bounds what the
+   * paired vault can restore without a gap.
+   */
+  firstPendingByKind: Record<string, string>;
   /** When the oldest pending key was queued; undefined when nothing is pending. Lag = now - this. */
   oldestPendingAt: number | undefined;
 }
@@ -206,15 +212,20 @@ export class GeoCopier {
   /** Copy progress per database prefix (see {@link GeoCopyStatus}). */
   status(): Map<string, GeoCopyStatus> {
     const out = new Map<string, GeoCopyStatus>();
-    for (const [db, c] of this.copied) out.set(db, { lastKey: c.lastKey, lastByKind: { ...c.lastByKind }, lastCopiedAt: c.lastCopiedAt, pending: 0, oldestPendingAt: undefined });
+    for (const [db, c] of this.copied) out.set(db, { lastKey: c.lastKey, lastByKind: { ...c.lastByKind }, lastCopiedAt: c.lastCopiedAt, pending: 0, firstPendingByKind: {}, oldestPendingAt: undefined });
     for (const e of this.entries.values()) {
       const db = databaseOf(e.key);
       let s = out.get(db);
       if (s === undefined) {
-        s = { lastKey: '', lastByKind: {}, lastCopiedAt: 0, pending: 0, oldestPendingAt: undefined };
+        s = { lastKey: '', lastByKind: {}, lastCopiedAt: 0, pending: 0, firstPendingByKind: {}, oldestPendingAt: undefined };
         out.set(db, s);
       }
       s.pending++;
+      const kind = kindOf(e.key);
+      if (kind !== undefined) {
+        const first = s.firstPendingByKind[kind];
+        if (first === undefined || e.key < first) s.firstPendingByKind[kind] = e.key;
+      }
       s.oldestPendingAt = s.oldestPendingAt === undefined ? e.queuedAt : Math.min(s.oldestPendingAt, e.queuedAt);
     }
     return out;
@@ -282,9 +293,8 @@ export class GeoCopier {
     }
     if (key > c.lastKey) c.lastKey = key;
     c.lastCopiedAt = this.now();
-    const segments = key.split('/');
-    if (segments.length >= 4) {
-      const kind = segments[2]!;
+    const kind = kindOf(key);
+    if (kind !== undefined) {
       const prev = c.lastByKind[kind];
       if (prev === undefined || key > prev) c.lastByKind[kind] = key;
     }
@@ -427,6 +437,12 @@ function release(e: Entry, outcome: Outcome): void {
   const waiters = e.waiters;
   e.waiters = [];
   for (const w of waiters) w(outcome);
+}
+
+/** The third key segment (`records`, `snapshots`, …) for keys of four or more segments. */
+function kindOf(key: string): string | undefined {
+  const segments = key.split('/');
+  return segments.length >= 4 ? segments[2] : undefined;
 }
 
 /** The first two key segments: `databases/<dbId>`. */

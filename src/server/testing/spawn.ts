@@ -60,7 +60,9 @@ export async function spawnServer(opts: SpawnOptions = {}): Promise<ServerProces
   let out = '';
   proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  // 'close', not 'exit': 'exit' can come before the last of the child's output has been read
+  // from its pipes, and tests read output() (the "stopped" line, a start-up refusal) right after.
+  const exited = new Promise<number | null>((resolve) => proc.once('close', (code) => resolve(code)));
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not become ready:\n${out}`)), 30_000);
     const check = (): void => {
