@@ -1,4 +1,6 @@
-/** Opening SQLite connections the engine can trust. */
+/** Opening SQLite connections the engine can trust, and interrupting their statements. */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { GeodrError } from '../errors.js';
 
@@ -26,18 +28,76 @@ export function assertSqliteVersion(version: string): void {
 }
 
 let checked = false;
-/** Opens a connection, refusing to run on an old SQLite. */
+/** Opens a connection, refusing to run on an old SQLite. Its statements can be given a deadline. */
 export function openConnection(file: string, options: Database.Options = {}): Connection {
   const db = new Database(file, options);
-  if (!checked) {
-    const row = db.prepare('select sqlite_version() as v').get() as { v: string };
-    try {
+  try {
+    if (!checked) {
+      const row = db.prepare('select sqlite_version() as v').get() as { v: string };
       assertSqliteVersion(row.v);
-    } catch (e) {
-      db.close();
-      throw e;
+      checked = true;
     }
-    checked = true;
+    enableDeadlines(db);
+  } catch (e) {
+    db.close();
+    throw e;
   }
   return db;
+}
+
+/** Built by `npm run build` from src/engine/native/deadline.c (from dist/src/engine to dist/native). */
+const DEADLINE_LIBRARY = fileURLToPath(new URL('../../native/geodr_deadline.so', import.meta.url));
+let deadlineLibrary: boolean | undefined;
+const armers = new WeakMap<Connection, Statement>();
+
+/**
+ * True when statements can be interrupted at their deadline. Without the extension
+ * (no C compiler at build time) callers can only check the time between result rows.
+ */
+export function statementDeadlines(): boolean {
+  deadlineLibrary ??= existsSync(DEADLINE_LIBRARY);
+  return deadlineLibrary;
+}
+
+/** Loads the deadline extension into a connection (a no-op without it). */
+export function enableDeadlines(db: Connection): void {
+  if (!statementDeadlines()) return;
+  // Entry point by SQLite's naming rule: sqlite3_geodrdeadline_init.
+  db.loadExtension(DEADLINE_LIBRARY);
+  armers.set(db, db.prepare('select __geodr_deadline(?)'));
+}
+
+/**
+ * Runs `fn`, which runs statements on `db`, interrupting any of them still running
+ * `ms` from now: it then fails with SQLITE_INTERRUPT and SQLite undoes its changes
+ * (and, for a write inside a transaction, may roll the transaction back).
+ * Nothing else may run on `db` inside `fn`: the deadline is the connection's.
+ */
+export function withDeadline<T>(db: Connection, ms: number, fn: () => T): T {
+  const armer = armers.get(db);
+  if (armer === undefined) return fn();
+  armer.get(Math.max(1, Math.ceil(ms)));
+  try {
+    return fn();
+  } finally {
+    disarm(armer);
+  }
+}
+
+function disarm(armer: Statement): void {
+  // Once expired, the watchdog interrupts the connection every few ms until disarmed, and
+  // one of those may land on this very statement; it lasts microseconds, so a retry does.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      armer.get(0);
+      return;
+    } catch (e) {
+      if (!isInterrupt(e) || attempt === 100) throw e;
+    }
+  }
+}
+
+/** True for the error of a statement interrupted at its deadline. */
+export function isInterrupt(e: unknown): boolean {
+  return e instanceof Database.SqliteError && e.code === 'SQLITE_INTERRUPT';
 }

@@ -6,12 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { statementDeadlines } from '../engine/index.js';
 import { Cluster, eventually } from './testing/cluster.js';
 
 let c: Cluster;
 
 before(async () => {
-  c = await Cluster.start(['east', 'west', 'north']);
+  // A short statement deadline for the interrupted reads below.
+  c = await Cluster.start(['east', 'west', 'north'], { config: () => ({ limits: { statementTimeoutMs: 2000 } }) });
 });
 after(async () => {
   await c?.stop();
@@ -101,6 +103,17 @@ test('seed under writes, stream, read on the secondary, fail over both ways', { 
   assert.equal(sw.status, 200, JSON.stringify(sw.body));
   const sec = await sql('west', 'shop', "select count(*) from t where v = 'sync'");
   assert.equal(Number(sec.body.rows[0][0]), 1);
+
+  // A read that never yields a row is interrupted on the secondary too, as is one over the
+  // system views, and replay goes on.
+  const forever = '(with recursive n(i) as (select 1 union all select i + 1 from n) select max(i) from n)';
+  assert.ok(statementDeadlines(), 'the deadline extension was not built (dist/native): these reads would never end');
+  const stuck = await sql('west', 'shop', `select count(*) from t where id < ${forever}`);
+  assert.equal(stuck.body.error?.code, 'STATEMENT_TIMEOUT', JSON.stringify(stuck.body));
+  const stuckView = await sql('west', 'shop', `select * from sys.geo_replication_links where ${forever} > 0`);
+  assert.equal(stuckView.body.error?.code, 'STATEMENT_TIMEOUT', JSON.stringify(stuckView.body));
+  assert.equal((await sql('east', 'shop', 'insert into t(v) values (?)', ['sync'], { 'geodr-durability': 'sync' })).status, 200);
+  assert.equal(Number((await sql('west', 'shop', "select count(*) from t where v = 'sync'")).body.rows[0][0]), 2);
 
   // Planned failover asked of the secondary.
   const before = await count('east', 'shop');

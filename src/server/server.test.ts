@@ -5,6 +5,7 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
+import { statementDeadlines } from '../engine/index.js';
 import { api } from './testing/http.js';
 import { spawnServer, type ServerProcess } from './testing/spawn.js';
 
@@ -354,6 +355,39 @@ describe('SQL endpoint', () => {
     r = await sql('s5', "insert into a with recursive n(i) as (select 1 union all select i + 1 from n where i < 30000) select 'padding-padding-padding' || i from n returning x");
     assert.equal(r.body.error.code, 'LIMIT_EXCEEDED');
     assert.deepEqual((await sql('s5', 'select count(*) from a')).body.rows, [[3000]], 'the oversize write was rolled back');
+  });
+
+  test('a statement that never yields a row is interrupted at its deadline, and nothing it did remains', async () => {
+    // Each of these computes forever without producing a row, so only an interrupt inside
+    // SQLite can end them: without one the server would never answer again.
+    const forever = 'with recursive n(i) as (select 1 union all select i + 1 from n) select max(i) from n';
+    assert.ok(statementDeadlines(), 'the deadline extension was not built (dist/native): these statements would never end');
+    await call('PUT', '/v1/databases/s8', {});
+    await sql('s8', 'create table a(x)');
+    const before = (await sql('s8', 'insert into a values (1)')).body.txid;
+    let r = await sql('s8', forever);
+    assert.equal(r.body.error.code, 'STATEMENT_TIMEOUT', JSON.stringify(r.body));
+    assert.match(r.body.error.message, /longer than 500 ms/);
+    r = await sql('s8', `insert into a ${forever}`);
+    assert.equal(r.body.error.code, 'STATEMENT_TIMEOUT', JSON.stringify(r.body));
+    r = await call('POST', '/v1/databases/s8/batch', { statements: [{ sql: 'insert into a values (2)' }, { sql: `update a set x = (${forever})` }] });
+    assert.equal(r.body.error.code, 'STATEMENT_TIMEOUT', JSON.stringify(r.body));
+    assert.equal(r.body.error.details.statement, 1);
+    // In an interactive transaction the interrupted write takes the transaction with it.
+    const tx = (await call('POST', '/v1/databases/s8/transactions', {})).body.transaction as string;
+    assert.equal((await call('POST', '/v1/databases/s8/query', { sql: 'insert into a values (3)', transaction: tx })).status, 200);
+    r = await call('POST', '/v1/databases/s8/query', { sql: `delete from a where x < (${forever})`, transaction: tx });
+    assert.equal(r.body.error.code, 'STATEMENT_TIMEOUT', JSON.stringify(r.body));
+    await call('POST', `/v1/databases/s8/transactions/${tx}/rollback`);
+    // Nothing was written, the writer is free, and the next statements run normally.
+    const after = await sql('s8', 'select x from a');
+    assert.deepEqual(after.body.rows, [[1]]);
+    assert.equal(after.body.txid, before, 'no transaction was committed');
+    assert.equal((await sql('s8', 'insert into a values (4)')).status, 200);
+    assert.deepEqual((await sql('s8', 'pragma integrity_check')).body.rows, [['ok']]);
+    assert.deepEqual((await sql('s8', 'select count(*) from (with recursive n(i) as (select 1 union all select i + 1 from n where i < 100000) select i from n)')).body.rows, [[100000]], 'a later statement is not interrupted');
+    // A tenant cannot lift its own deadline.
+    assert.equal((await sql('s8', 'select __geodr_deadline(0)')).body.error.code, 'SQL_REFUSED');
   });
 
   test('tenant isolation: nothing reaches a neighbour, a file, or the engine settings', async () => {

@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
+import { statementDeadlines } from '../engine/index.js';
 import { GeodrError } from '../errors.js';
 import { Authenticator } from './auth.js';
 import type { ServerConfig } from './config.js';
@@ -119,6 +120,9 @@ export class GeodrServer {
       backup.start();
       s.ready = true;
       logger.info({ url: s.url, dataDir: config.dataDir, databases: store.listDatabases().length, resumedOperations: resumed, version: VERSION }, 'server ready');
+      if (!statementDeadlines()) {
+        logger.warn('the statement-deadline extension is not built (no C compiler at npm run build): a statement is stopped at its deadline only when it yields a row');
+      }
       return s;
     } catch (e) {
       releaseLock();

@@ -7,7 +7,7 @@
  */
 import Database from 'better-sqlite3';
 import { GeodrError, isGeodrError } from '../errors.js';
-import { openConnection, type Connection, type ReadTransaction, type ReplicaDatabase, type WriteTransaction } from '../engine/index.js';
+import { isInterrupt, openConnection, withDeadline, type Connection, type ReadTransaction, type ReplicaDatabase, type WriteTransaction } from '../engine/index.js';
 import type { DatabaseHost, Tenant } from './host.js';
 import { checkStatement, type CheckedStatement } from './sqlguard.js';
 import type { Limits } from './config.js';
@@ -606,19 +606,29 @@ function toBind(v: SqlValue): unknown {
 
 function run(st: Database.Statement, stmt: SqlStatement, budget: Budget, txid: number): SqlResult {
   const args = bindArgs(stmt);
-  if (st.reader) {
-    const cols = st.columns();
-    const rows: SqlValue[][] = [];
-    st.raw(true);
-    for (const row of st.iterate(...args) as Iterable<SqlValue[]>) {
-      budget.charge(row);
-      rows.push(row);
-    }
-    return { columns: cols.map((c) => c.name), decltypes: cols.map((c) => c.type), rows, rowsAffected: 0, lastInsertRowid: null, txid };
+  const timeout = (): GeodrError => new GeodrError('STATEMENT_TIMEOUT', `the statement ran longer than ${budget.limits.statementTimeoutMs} ms`);
+  const left = budget.deadline - Date.now();
+  if (left <= 0) throw timeout();
+  try {
+    // Interrupted at the deadline even between rows (see src/engine/native/deadline.c).
+    return withDeadline(st.database, left, () => {
+      if (st.reader) {
+        const cols = st.columns();
+        const rows: SqlValue[][] = [];
+        st.raw(true);
+        for (const row of st.iterate(...args) as Iterable<SqlValue[]>) {
+          budget.charge(row);
+          rows.push(row);
+        }
+        return { columns: cols.map((c) => c.name), decltypes: cols.map((c) => c.type), rows, rowsAffected: 0, lastInsertRowid: null, txid };
+      }
+      const info = st.run(...args);
+      if (Date.now() > budget.deadline) throw timeout();
+      return { columns: [], decltypes: [], rows: [], rowsAffected: info.changes, lastInsertRowid: BigInt(info.lastInsertRowid), txid };
+    });
+  } catch (e) {
+    throw isInterrupt(e) ? timeout() : e;
   }
-  const info = st.run(...args);
-  if (Date.now() > budget.deadline) throw new GeodrError('STATEMENT_TIMEOUT', `the statement ran longer than ${budget.limits.statementTimeoutMs} ms`);
-  return { columns: [], decltypes: [], rows: [], rowsAffected: info.changes, lastInsertRowid: BigInt(info.lastInsertRowid), txid };
 }
 
 /** Maps SQLite and binding errors to geodr errors that name the database. */

@@ -11,6 +11,7 @@
  * count, and a statement that is ordinary SQL costs one token to recognise.
  */
 import Database from 'better-sqlite3';
+import { enableDeadlines, isInterrupt, withDeadline } from '../engine/index.js';
 import { GeodrError } from '../errors.js';
 import { validateName, type NameKind } from './names.js';
 import { translate, type SqlResult, type SqlValue } from './sql.js';
@@ -663,19 +664,22 @@ export function querySysViews(
     if (!st.reader || !st.readonly) refuse(`the system views are read-only: only SELECT may use ${VIEW_LIST}`, sql);
     st.safeIntegers(true);
     st.raw(true);
+    const timeout = (): GeodrError => new GeodrError('STATEMENT_TIMEOUT', `the statement ran longer than ${limits.statementTimeoutMs} ms`);
+    enableDeadlines(db);
     const deadline = Date.now() + limits.statementTimeoutMs;
     let bytes = 0;
     const rows: SqlValue[][] = [];
     try {
-      for (const row of st.iterate(...bind(args, named)) as Iterable<SqlValue[]>) {
-        for (const v of row) bytes += typeof v === 'string' ? v.length : v instanceof Uint8Array ? v.length : 8;
-        if (bytes > limits.resultBytes) throw new GeodrError('LIMIT_EXCEEDED', `the result is larger than the ${limits.resultBytes}-byte limit; select fewer rows or columns`);
-        // As for tenant SQL: checked between rows (better-sqlite3 has no progress callback).
-        if (Date.now() > deadline) throw new GeodrError('STATEMENT_TIMEOUT', `the statement ran longer than ${limits.statementTimeoutMs} ms`);
-        rows.push(row);
-      }
+      withDeadline(db, limits.statementTimeoutMs, () => {
+        for (const row of st.iterate(...bind(args, named)) as Iterable<SqlValue[]>) {
+          for (const v of row) bytes += typeof v === 'string' ? v.length : v instanceof Uint8Array ? v.length : 8;
+          if (bytes > limits.resultBytes) throw new GeodrError('LIMIT_EXCEEDED', `the result is larger than the ${limits.resultBytes}-byte limit; select fewer rows or columns`);
+          if (Date.now() > deadline) throw timeout();
+          rows.push(row);
+        }
+      });
     } catch (e) {
-      throw translate(e, undefined);
+      throw isInterrupt(e) ? timeout() : translate(e, undefined);
     }
     const cols = st.columns();
     return { columns: cols.map((col) => col.name), decltypes: cols.map((col) => col.type), rows, rowsAffected: 0, lastInsertRowid: null, txid };
