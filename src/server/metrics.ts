@@ -113,7 +113,7 @@ export class ServerMetrics {
     });
     new Gauge({
       name: 'geodr_backup_geo_copied_txid',
-      help: 'Last TXID of each open database copied to the paired region vault (GRS).',
+      help: 'TXID up to which the paired region vault (GRS) holds every batch of each open database.',
       labelNames: ['database'],
       registers: [this.registry],
       collect() {
