@@ -45,7 +45,9 @@ test('property: an endless statement is interrupted at its deadline, only on its
           for (const s of steps) {
             const c = conns[s.conn]!;
             if (s.action === 'reopen') {
-              // Closed while armed: the watchdog must forget it.
+              // Closed while armed: the watchdog must forget it. (withDeadline loads the
+              // extension into the connection; the raw call then arms it without disarming.)
+              withDeadline(c, 60_000, () => undefined);
               c.prepare('select __geodr_deadline(?)').get(s.ms);
               c.close();
               conns[s.conn] = open();

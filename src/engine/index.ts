@@ -12,5 +12,5 @@ export { takeSnapshot, takeIncrementalSnapshot, takeDiffUnit, writeFullSnapshot,
 export { encodeRecord, decodeRecord, RECORD_VERSION, type TxRecord } from './record.js';
 export { checksumHex, checksumFromHex, checksumEquals, hashPage, PageHashes, type Checksum } from './checksum.js';
 export { NodeFs, FaultFs, type EngineFs, type FaultAction } from './fs.js';
-export { MIN_SQLITE_VERSION, assertSqliteVersion, enableDeadlines, isInterrupt, openConnection, statementDeadlines, withDeadline, type Connection } from './sqlite.js';
+export { MIN_SQLITE_VERSION, assertSqliteVersion, isInterrupt, openConnection, statementDeadlines, withDeadline, type Connection } from './sqlite.js';
 export { readMeta, type DatabaseMeta } from './meta.js';

@@ -28,19 +28,18 @@ export function assertSqliteVersion(version: string): void {
 }
 
 let checked = false;
-/** Opens a connection, refusing to run on an old SQLite. Its statements can be given a deadline. */
+/** Opens a connection, refusing to run on an old SQLite. */
 export function openConnection(file: string, options: Database.Options = {}): Connection {
   const db = new Database(file, options);
-  try {
-    if (!checked) {
-      const row = db.prepare('select sqlite_version() as v').get() as { v: string };
+  if (!checked) {
+    const row = db.prepare('select sqlite_version() as v').get() as { v: string };
+    try {
       assertSqliteVersion(row.v);
-      checked = true;
+    } catch (e) {
+      db.close();
+      throw e;
     }
-    enableDeadlines(db);
-  } catch (e) {
-    db.close();
-    throw e;
+    checked = true;
   }
   return db;
 }
@@ -59,12 +58,19 @@ export function statementDeadlines(): boolean {
   return deadlineLibrary;
 }
 
-/** Loads the deadline extension into a connection (a no-op without it). */
-export function enableDeadlines(db: Connection): void {
-  if (!statementDeadlines()) return;
-  // Entry point by SQLite's naming rule: sqlite3_geodrdeadline_init.
-  db.loadExtension(DEADLINE_LIBRARY);
-  armers.set(db, db.prepare('select __geodr_deadline(?)'));
+/**
+ * The statement that arms and disarms `db`'s deadline, loading the extension into the
+ * connection on first use (about 50 µs, so connections that never run tenant SQL skip it).
+ */
+function armerOf(db: Connection): Statement | undefined {
+  let armer = armers.get(db);
+  if (armer === undefined && statementDeadlines()) {
+    // Entry point by SQLite's naming rule: sqlite3_geodrdeadline_init.
+    db.loadExtension(DEADLINE_LIBRARY);
+    armer = db.prepare('select __geodr_deadline(?)');
+    armers.set(db, armer);
+  }
+  return armer;
 }
 
 /**
@@ -74,7 +80,7 @@ export function enableDeadlines(db: Connection): void {
  * Nothing else may run on `db` inside `fn`: the deadline is the connection's.
  */
 export function withDeadline<T>(db: Connection, ms: number, fn: () => T): T {
-  const armer = armers.get(db);
+  const armer = armerOf(db);
   if (armer === undefined) return fn();
   armer.get(Math.max(1, Math.ceil(ms)));
   try {

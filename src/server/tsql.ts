@@ -11,7 +11,7 @@
  * count, and a statement that is ordinary SQL costs one token to recognise.
  */
 import Database from 'better-sqlite3';
-import { enableDeadlines, isInterrupt, withDeadline } from '../engine/index.js';
+import { isInterrupt, withDeadline } from '../engine/index.js';
 import { GeodrError } from '../errors.js';
 import { validateName, type NameKind } from './names.js';
 import { translate, type SqlResult, type SqlValue } from './sql.js';
@@ -665,7 +665,6 @@ export function querySysViews(
     st.safeIntegers(true);
     st.raw(true);
     const timeout = (): GeodrError => new GeodrError('STATEMENT_TIMEOUT', `the statement ran longer than ${limits.statementTimeoutMs} ms`);
-    enableDeadlines(db);
     const deadline = Date.now() + limits.statementTimeoutMs;
     let bytes = 0;
     const rows: SqlValue[][] = [];
