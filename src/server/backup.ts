@@ -20,9 +20,9 @@ import { checksumHex } from '../engine/index.js';
 import { AzureVault } from '../vault/azure.js';
 import { CodecVault } from '../vault/codec.js';
 import { FsVault } from '../vault/fs.js';
-import { GeoCopier } from '../vault/geo.js';
+import { GeoCopier, gapFreeRecordsTxid } from '../vault/geo.js';
 import { loadKeyring } from '../vault/keys.js';
-import { configKey, ltrKey, restorePointKey, parseBatchKey, type DatabaseDescriptor } from '../vault/layout.js';
+import { configKey, ltrKey, restorePointKey, type DatabaseDescriptor } from '../vault/layout.js';
 import { chooseLineage } from '../vault/lineage.js';
 import { readDescriptor, readHistory, restoreFromVault, restorePoints, type RestorePoints, type VaultTarget } from '../vault/restore.js';
 import { planRetention } from '../vault/retention.js';
@@ -340,11 +340,7 @@ export class BackupService {
     const st = this.shipper.state(t.dbId);
     const shipped = st?.shippedTxid ?? 0;
     const geo = this.copier?.status().get(`databases/${t.dbId}`);
-    // Copies finish in any order: what the paired vault holds without a gap ends before the
-    // first records batch still pending.
-    const lastGeo = parseBatchKey(geo?.lastByKind.records ?? '');
-    const firstPending = parseBatchKey(geo?.firstPendingByKind.records ?? '');
-    const copiedTxid = Math.min(lastGeo?.last ?? 0, firstPending === undefined ? Number.POSITIVE_INFINITY : firstPending.first - 1);
+
     const unshipped = Math.max(0, t.txid - shipped);
     return {
       vault: this.vault.name,
@@ -360,7 +356,7 @@ export class BackupService {
               lastCopiedKey: geo?.lastKey ?? null,
               lastCopiedAt: geo !== undefined && geo.lastCopiedAt > 0 ? new Date(geo.lastCopiedAt).toISOString() : null,
               pending: geo?.pending ?? 0,
-              copiedTxid: Math.max(0, copiedTxid),
+              copiedTxid: gapFreeRecordsTxid(geo),
             },
       failures: st?.failures ?? 0,
       halted: st?.halted ?? null,

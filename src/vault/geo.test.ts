@@ -4,7 +4,8 @@ import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GeodrError, isGeodrError } from '../errors.js';
 import { CodecVault } from './codec.js';
-import { databaseOf, GeoCopier } from './geo.js';
+import { databaseOf, gapFreeRecordsTxid, GeoCopier } from './geo.js';
+import { batchKey } from './layout.js';
 import type { ListOptions, Vault, VaultObject } from './vault.js';
 import { MemVault } from './testing/memory.js';
 
@@ -196,24 +197,31 @@ describe('GeoCopier', () => {
     assert.deepEqual({ ...s.lastByKind }, { meta: 'databases/d/meta/0001.json', records: recordKey('d', 2), snapshots: 'databases/d/snapshots/0002.full' });
   });
 
-  test('a batch copied ahead of a retried one: firstPendingByKind names the gap until the retry lands', async () => {
+  test('a batch copied ahead of a retried one: the gap is named, and the gap-free TXID stays below it until the retry lands', async () => {
     const source = new MemVault();
     const target = new FlakyVault(new MemVault());
+    const batches = [batchKey('g', 1, 10, 1000), batchKey('g', 11, 20, 2000), batchKey('g', 21, 30, 3000)];
     let refuse = true;
-    target.failPut = (key) => refuse && key === recordKey('g', 1);
+    target.failPut = (key) => refuse && key === batches[1];
     const geo = new GeoCopier({ source, target, intervalMs: 10, maxBackoffMs: 20 });
-    for (const n of [1, 2, 3]) {
-      await source.put(recordKey('g', n), Buffer.from('p'));
-      geo.notify(recordKey('g', n));
+    for (const key of batches) {
+      await source.put(key, Buffer.from('p'));
+      geo.notify(key);
     }
     geo.start();
     try {
-      await until('2 and 3 copied', () => geo.status().get('databases/g')?.lastByKind.records === recordKey('g', 3));
+      await until('1 and 3 copied, 2 retrying', () => {
+        const st = geo.status().get('databases/g');
+        return st !== undefined && st.lastByKind.records === batches[2] && st.pending === 1 && target.injected > 0;
+      });
       const gap = geo.status().get('databases/g')!;
-      assert.equal(gap.firstPendingByKind.records, recordKey('g', 1), 'batch 1 is still pending: the copy has a gap before it');
+      assert.equal(gap.firstPendingByKind.records, batches[1], 'batch 2 is still pending: the copy has a gap there');
+      assert.equal(gapFreeRecordsTxid(gap), 10, 'the paired copy holds every batch only up to TXID 10');
       refuse = false;
-      await until('1 copied', () => geo.status().get('databases/g')!.pending === 0);
+      await until('2 copied', () => geo.status().get('databases/g')!.pending === 0);
       assert.deepEqual(geo.status().get('databases/g')!.firstPendingByKind, {});
+      assert.equal(gapFreeRecordsTxid(geo.status().get('databases/g')), 30);
+      assert.equal(gapFreeRecordsTxid(undefined), 0);
     } finally {
       await geo.stop();
     }

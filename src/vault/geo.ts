@@ -439,6 +439,16 @@ function release(e: Entry, outcome: Outcome): void {
   for (const w of waiters) w(outcome);
 }
 
+/**
+ * The TXID up to which the copy holds every records batch: the last batch copied, capped
+ * below the first batch still pending (copies finish in any order). 0 when none.
+ */
+export function gapFreeRecordsTxid(s: GeoCopyStatus | undefined): number {
+  const last = parseBatchKey(s?.lastByKind.records ?? '')?.last ?? 0;
+  const firstPending = parseBatchKey(s?.firstPendingByKind.records ?? '');
+  return Math.max(0, firstPending === undefined ? last : Math.min(last, firstPending.first - 1));
+}
+
 /** The third key segment (`records`, `snapshots`, …) for keys of four or more segments. */
 function kindOf(key: string): string | undefined {
   const segments = key.split('/');
