@@ -1,7 +1,8 @@
 /**
  * `npm run bench -- server`: the SQL endpoint's read and write rates over HTTP against
  * a real server process, the write rate relative to in-process better-sqlite3 on the
- * same data, and the resident memory of a server hosting 10,000 idle databases.
+ * same data, how long an endless statement holds the server before its deadline stops
+ * it, and the resident memory of a server hosting 10,000 idle databases.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -16,6 +17,8 @@ export const SERVER_USAGE = `options:
   --dir DIR         work directory (default: the OS temp dir)`;
 
 const BUDGET = { idleDatabases: 10_000, idleRssMiB: 1024 };
+/** The bench server's statement deadline, for the endless-statement figure. */
+const STATEMENT_TIMEOUT_MS = 1000;
 
 function log(s: string): void {
   console.log(s);
@@ -55,7 +58,7 @@ export async function runServerBench(args: string[]): Promise<void> {
   log(`work directory ${dir}${opts.quick ? ' (quick)' : ''}; load average ${loadAtStart.join(' ')}`);
   let sp: ServerProcess | undefined;
   try {
-    sp = await spawnServer({ dataDir: path.join(dir, 'server'), config: { limits: { idleCloseMs: 3000 } } });
+    sp = await spawnServer({ dataDir: path.join(dir, 'server'), config: { limits: { idleCloseMs: 3000, statementTimeoutMs: STATEMENT_TIMEOUT_MS } } });
     await post(sp, '/v1/databases/bench', {}, 'PUT');
     await post(sp, '/v1/databases/bench/query', { sql: 'create table kv(k integer primary key, v text)' });
     await post(sp, '/v1/databases/bench/query', {
@@ -94,6 +97,29 @@ export async function runServerBench(args: string[]): Promise<void> {
     results.sqlVsInProcessRelaxedRatio = results.sqlWriteTxnPerSec / results.inProcessRelaxedTxnPerSec!;
     notes.push('sqlVsInProcessRatio compares durable acknowledgements on both sides (endpoint: group-committed log fsync; in-process: synchronous=FULL, one fsync per commit). sqlVsInProcessRelaxedRatio compares with synchronous=NORMAL, which acknowledges before anything is durable.');
 
+    // A noisy neighbour: a statement that computes forever without yielding a row, while
+    // another database is read. Both wait for the deadline to interrupt it.
+    await post(s, '/v1/databases/noisy', {}, 'PUT');
+    const tEndless = performance.now();
+    let endlessDone = false;
+    const endless = post(s, '/v1/databases/noisy/query', { sql: 'with recursive n(i) as (select 1 union all select i + 1 from n) select max(i) from n' }).then(
+      (r) => `an answer: ${JSON.stringify(r)}`,
+      (e: Error) => e.message,
+    );
+    void endless.finally(() => (endlessDone = true));
+    let neighbourMaxMs = 0;
+    while (!endlessDone) {
+      const t = performance.now();
+      await post(s, '/v1/databases/bench/query', { sql: 'select v from kv where k = 1' });
+      neighbourMaxMs = Math.max(neighbourMaxMs, performance.now() - t);
+    }
+    const answer = await endless;
+    if (!answer.includes('STATEMENT_TIMEOUT')) throw new Error(`the endless statement got ${answer}, not STATEMENT_TIMEOUT`);
+    results.endlessStatementStoppedMs = performance.now() - tEndless;
+    results.endlessStatementDeadlineRatio = results.endlessStatementStoppedMs / STATEMENT_TIMEOUT_MS;
+    results.neighbourReadMaxMsDuringEndless = neighbourMaxMs;
+    log(`an endless statement was stopped after ${results.endlessStatementStoppedMs.toFixed(0)} ms (deadline ${STATEMENT_TIMEOUT_MS} ms); the slowest read of another database meanwhile took ${neighbourMaxMs.toFixed(0)} ms`);
+
     // Many idle databases: create, touch each once, let the LRU and the idle sweep close them.
     const pid = sp.proc.pid!;
     const rssBefore = rssMiB(pid);
@@ -129,6 +155,8 @@ export async function runServerBench(args: string[]): Promise<void> {
   console.log(`  sqlPointReadsPerSec      ${results.sqlPointReadsPerSec.toFixed(0)}`);
   console.log(`  sqlWriteTxnPerSec        ${results.sqlWriteTxnPerSec.toFixed(0)}`);
   console.log(`  sqlVsInProcessRatio      ${results.sqlVsInProcessRatio.toFixed(3)} (durable vs durable)`);
+  console.log(`  endlessStatementStoppedMs ${results.endlessStatementStoppedMs.toFixed(0)} (deadline ${STATEMENT_TIMEOUT_MS}; ratio ${results.endlessStatementDeadlineRatio.toFixed(2)})`);
+  console.log(`  neighbourReadMaxMsDuringEndless ${results.neighbourReadMaxMsDuringEndless.toFixed(0)} (one statement holds the event loop until its deadline)`);
   console.log(`  idleDatabases            ${results.idleDatabases} (budget ${BUDGET.idleDatabases}) ${results.idleDatabases >= BUDGET.idleDatabases ? 'pass' : 'quick run'}`);
   console.log(`  idleRssMiB               ${results.idleRssMiB.toFixed(0)} (budget ≤ ${BUDGET.idleRssMiB}; ratio ${results.idleRssBudgetRatio.toFixed(2)}) ${results.idleRssMiB <= BUDGET.idleRssMiB ? 'pass' : 'MISS'}`);
   const json = {
