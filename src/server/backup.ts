@@ -340,7 +340,6 @@ export class BackupService {
     const st = this.shipper.state(t.dbId);
     const shipped = st?.shippedTxid ?? 0;
     const geo = this.copier?.status().get(`databases/${t.dbId}`);
-
     const unshipped = Math.max(0, t.txid - shipped);
     return {
       vault: this.vault.name,

@@ -425,7 +425,7 @@ export class SqlSession {
         st = conn.prepare(c.sql);
       }
       st.safeIntegers(true);
-      const r = run(st, stmt, budget, txidOf(tx));
+      const r = runStatement(st, stmt, budget, txidOf(tx));
       this.ctx.onStatement?.(this.database, !st.readonly);
       return r;
     } catch (e) {
@@ -451,7 +451,7 @@ export class SqlSession {
           const many = items.length > 1;
           if (many) conn.prepare('BEGIN').run();
           try {
-            return items.map((it, i) => withIndex(atomic, i, () => run(reads[i]!, it.stmt, budget, tenant.db.txid)));
+            return items.map((it, i) => withIndex(atomic, i, () => runStatement(reads[i]!, it.stmt, budget, tenant.db.txid)));
           } finally {
             if (many && conn.inTransaction) conn.prepare('COMMIT').run();
           }
@@ -474,7 +474,7 @@ export class SqlSession {
             items.map((it, i) =>
               withIndex(atomic, i, () => {
                 const st = vacuum ? conn.prepare(it.c.sql) : tenant.prepare(conn, it.c.sql, true);
-                return run(st, it.stmt, budget, 0);
+                return runStatement(st, it.stmt, budget, 0);
               }),
             ),
           { transaction: !vacuum },
@@ -519,7 +519,7 @@ export class SqlSession {
         if (many) conn.prepare('BEGIN').run();
         try {
           const txid = replica.txid;
-          return items.map((it, i) => withIndex(atomic, i, () => run(sts[i]!, it.stmt, budget, txid)));
+          return items.map((it, i) => withIndex(atomic, i, () => runStatement(sts[i]!, it.stmt, budget, txid)));
         } finally {
           if (many && conn.inTransaction) conn.prepare('COMMIT').run();
         }
@@ -573,10 +573,10 @@ function emptyResult(txid: number): SqlResult {
 }
 
 /** Per-request limits on time and result size. */
-class Budget {
+export class Budget {
   readonly deadline: number;
   bytes = 0;
-  constructor(readonly limits: Limits) {
+  constructor(readonly limits: Pick<Limits, 'statementTimeoutMs' | 'resultBytes'>) {
     this.deadline = Date.now() + limits.statementTimeoutMs;
   }
   charge(row: SqlValue[]): void {
@@ -584,9 +584,10 @@ class Budget {
     if (this.bytes > this.limits.resultBytes) {
       throw new GeodrError('LIMIT_EXCEEDED', `the result is larger than the ${this.limits.resultBytes}-byte limit; select fewer rows or columns`);
     }
-    if (Date.now() > this.deadline) {
-      throw new GeodrError('STATEMENT_TIMEOUT', `the statement ran longer than ${this.limits.statementTimeoutMs} ms`);
-    }
+    if (Date.now() > this.deadline) throw this.expired();
+  }
+  expired(): GeodrError {
+    return new GeodrError('STATEMENT_TIMEOUT', `the statement ran longer than ${this.limits.statementTimeoutMs} ms`);
   }
 }
 
@@ -604,13 +605,15 @@ function toBind(v: SqlValue): unknown {
   return v instanceof Uint8Array && !Buffer.isBuffer(v) ? Buffer.from(v.buffer, v.byteOffset, v.byteLength) : v;
 }
 
-function run(st: Database.Statement, stmt: SqlStatement, budget: Budget, txid: number): SqlResult {
+/**
+ * Runs one prepared statement within the budget: rows are counted as they stream, and
+ * the statement is interrupted at the deadline even between rows (engine/native/deadline.c).
+ */
+export function runStatement(st: Database.Statement, stmt: SqlStatement, budget: Budget, txid: number): SqlResult {
   const args = bindArgs(stmt);
-  const timeout = (): GeodrError => new GeodrError('STATEMENT_TIMEOUT', `the statement ran longer than ${budget.limits.statementTimeoutMs} ms`);
   const left = budget.deadline - Date.now();
-  if (left <= 0) throw timeout();
+  if (left <= 0) throw budget.expired();
   try {
-    // Interrupted at the deadline even between rows (see src/engine/native/deadline.c).
     return withDeadline(st.database, left, () => {
       if (st.reader) {
         const cols = st.columns();
@@ -623,11 +626,11 @@ function run(st: Database.Statement, stmt: SqlStatement, budget: Budget, txid: n
         return { columns: cols.map((c) => c.name), decltypes: cols.map((c) => c.type), rows, rowsAffected: 0, lastInsertRowid: null, txid };
       }
       const info = st.run(...args);
-      if (Date.now() > budget.deadline) throw timeout();
+      if (Date.now() > budget.deadline) throw budget.expired();
       return { columns: [], decltypes: [], rows: [], rowsAffected: info.changes, lastInsertRowid: BigInt(info.lastInsertRowid), txid };
     });
   } catch (e) {
-    throw isInterrupt(e) ? timeout() : e;
+    throw isInterrupt(e) ? budget.expired() : e;
   }
 }
 

@@ -11,10 +11,9 @@
  * count, and a statement that is ordinary SQL costs one token to recognise.
  */
 import Database from 'better-sqlite3';
-import { isInterrupt, withDeadline } from '../engine/index.js';
 import { GeodrError } from '../errors.js';
 import { validateName, type NameKind } from './names.js';
-import { translate, type SqlResult, type SqlValue } from './sql.js';
+import { Budget, runStatement, translate, type SqlResult, type SqlValue } from './sql.js';
 import { checkStatement, splitStatements } from './sqlguard.js';
 
 export type ManagementStatement =
@@ -663,25 +662,11 @@ export function querySysViews(
     }
     if (!st.reader || !st.readonly) refuse(`the system views are read-only: only SELECT may use ${VIEW_LIST}`, sql);
     st.safeIntegers(true);
-    st.raw(true);
-    const timeout = (): GeodrError => new GeodrError('STATEMENT_TIMEOUT', `the statement ran longer than ${limits.statementTimeoutMs} ms`);
-    const deadline = Date.now() + limits.statementTimeoutMs;
-    let bytes = 0;
-    const rows: SqlValue[][] = [];
     try {
-      withDeadline(db, limits.statementTimeoutMs, () => {
-        for (const row of st.iterate(...bind(args, named)) as Iterable<SqlValue[]>) {
-          for (const v of row) bytes += typeof v === 'string' ? v.length : v instanceof Uint8Array ? v.length : 8;
-          if (bytes > limits.resultBytes) throw new GeodrError('LIMIT_EXCEEDED', `the result is larger than the ${limits.resultBytes}-byte limit; select fewer rows or columns`);
-          if (Date.now() > deadline) throw timeout();
-          rows.push(row);
-        }
-      });
+      return runStatement(st, { sql: c.sql, args, named }, new Budget(limits), txid);
     } catch (e) {
-      throw isInterrupt(e) ? timeout() : translate(e, undefined);
+      throw translate(e, undefined);
     }
-    const cols = st.columns();
-    return { columns: cols.map((col) => col.name), decltypes: cols.map((col) => col.type), rows, rowsAffected: 0, lastInsertRowid: null, txid };
   } finally {
     db.close();
   }
@@ -754,14 +739,3 @@ function fill(db: Database.Database, data: SysViewData): void {
   })();
 }
 
-/** Parameters as the SQL endpoint binds them: named keys with or without their prefix. */
-function bind(args: SqlValue[] | undefined, named: Record<string, SqlValue> | undefined): unknown[] {
-  const toBind = (v: SqlValue): unknown => (v instanceof Uint8Array && !Buffer.isBuffer(v) ? Buffer.from(v.buffer, v.byteOffset, v.byteLength) : v);
-  const out: unknown[] = (args ?? []).map(toBind);
-  if (named !== undefined) {
-    const o: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(named)) o[k.replace(/^[:@$]/, '')] = toBind(v);
-    out.push(o);
-  }
-  return out;
-}

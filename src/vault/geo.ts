@@ -63,10 +63,9 @@ export interface GeoCopyStatus {
   lastKey: string;
   /**
    * The greatest key copied per kind, the third key segment (`records`, `snapshots`, `meta`,
-   * `ltr` in the vault layout), for keys of four or more segments. Use `lastByKind.records`
-   * to find the last TXID copied: `lastKey` may be a snapshot or descriptor. A copy that
-   * finished early (its predecessor being retried) moves these ahead of a gap; `pending`
-   * says whether one may exist.
+   * `ltr` in the vault layout), for keys of four or more segments. A copy that finished
+   * early (its predecessor being retried) moves these ahead of a gap: for the TXID the
+   * copy holds without one, use {@link gapFreeRecordsTxid}.
    */
   lastByKind: Record<string, string>;
   /** When the latest copy for this database finished (ms since epoch); 0 when none yet. */
